@@ -1,0 +1,115 @@
+"""The one interface every distillation method implements, and the name registry.
+
+A method is an ``nn.Module`` (so its trainable extras — regressors, encoders, experts — are
+optimised with the student) whose ``forward`` turns the student's and the teacher's staged
+outputs into a dict of **named, already weighted** loss terms. The trainer sums them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from reckd.models.outputs import Outputs
+
+
+@dataclass
+class Teacher:
+    """What a method may see of the frozen teacher on one batch.
+
+    ``outputs`` come from the teacher-output cache or a live forward (no grad). ``upper`` and
+    ``head`` are the teacher's frozen stages as callables (``requires_grad=False`` parameters, eval
+    mode): gradients flow *through* them to the student's tensors, never *into* them.
+    """
+
+    outputs: Outputs
+    upper: Callable[[Tensor], Tensor] | None = None
+    head: Callable[[Tensor], Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Widths of a model's taps: ``lower`` = width of s_l / t_l, ``upper`` = width of s_h / t_h."""
+
+    lower: int
+    upper: int
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The task's head. ``kind='rating'``: ``levels`` are the rating values c_k (e.g. 1..5);
+    ``kind='class'``: ``num_classes`` classes."""
+
+    kind: Literal["rating", "class"]
+    levels: tuple[float, ...] = ()
+    num_classes: int = 0
+
+    @property
+    def k(self) -> int:
+        return len(self.levels) if self.kind == "rating" else self.num_classes
+
+
+class Method(nn.Module):
+    """Base of every distillation method.
+
+    Subclasses set ``name`` and ``Config`` (a dataclass with documented defaults) and implement
+    ``forward``. Class attributes tell the trainer what the method needs:
+
+    - ``needs_teacher``: False only for ``none``.
+    - ``needs_live_teacher``: True if the teacher's ``upper``/``head`` must run at every step on
+      student-made tensors (Talking Models); otherwise cached teacher outputs suffice.
+    - ``student_head``: ``"levels"`` if the method needs the student to have a rating-distribution
+      head on rating tasks (logits over levels); ``"any"`` otherwise.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+    needs_teacher: ClassVar[bool] = True
+    needs_live_teacher: ClassVar[bool] = False
+    student_head: ClassVar[Literal["any", "levels"]] = "any"
+
+    def __init__(self, config, student: Dims, teacher: Dims, head: HeadSpec) -> None:
+        super().__init__()
+        self.config = config
+        self.student_dims = student
+        self.teacher_dims = teacher
+        self.head_spec = head
+
+    def prepare(self, teacher_train: Outputs, teacher_head: nn.Module | None) -> None:
+        """Called once before training with the teacher's outputs on the whole training set
+        (MoE-KD computes its prototypes here). Default: nothing."""
+
+    def forward(self, student: Outputs, teacher: Teacher | None, labels: Tensor) -> dict[str, Tensor]:
+        """Named, weighted loss terms; ``"task"`` is always present. The total is their sum."""
+        raise NotImplementedError
+
+    def predict(self, student: Outputs) -> Tensor:
+        """Teacher-free inference: the prediction used for validation and test. Default: the
+        student's own prediction (MoE-KD overrides it with its mixture)."""
+        return student.prediction
+
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available by its ``name``."""
+    if not cls.name or cls.name in _REGISTRY:
+        raise ValueError(f"method name {cls.name!r} is empty or already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get(name: str) -> type[Method]:
+    """The method class registered as ``name``."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
