@@ -1,0 +1,215 @@
+"""Load a ``data_prep split`` directory once into index tensors, and build torchrec batches from them.
+
+Every rating becomes one row of a few flat tensors (user index, item index, rating, split code,
+teacher flag). Side features live in per-user and per-item tables, and an item's genres in a CSR
+(offsets + values) table, so a batch is a handful of gathers — no per-row Python.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from torch import Tensor
+from torchrec.datasets.utils import Batch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+TRAIN, VAL, TEST = 0, 1, 2
+SPLIT_CODES = {"train": TRAIN, "val": VAL, "test": TEST}
+# ML-100K/1M age groups are coarse already on 1M; bucket ages into decades for both.
+_AGE_BUCKET_YEARS = 10
+_YEAR_BUCKET_YEARS = 5
+
+
+class SplitError(ValueError):
+    """A split directory that reckd cannot use; the message names the file and what was wrong."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One sparse feature of the ranker: its KJT key and how many ids it can take."""
+
+    name: str
+    cardinality: int
+
+
+def _codes(values: pl.Series) -> tuple[Tensor, int]:
+    """Dense 1-based ids for a column's distinct values (0 is kept for "missing"), sorted so the
+    mapping does not depend on row order."""
+    uniques = values.drop_nulls().unique().sort()
+    mapping = pl.DataFrame({"value": uniques, "code": pl.arange(1, len(uniques) + 1, eager=True)})
+    codes = (
+        pl.DataFrame({"value": values})
+        .join(mapping, on="value", how="left", maintain_order="left")["code"]
+        .fill_null(0)
+    )
+    return torch.from_numpy(codes.to_numpy().astype(np.int64)), len(uniques) + 1
+
+
+@dataclass
+class SplitData:
+    """A whole split held in memory as tensors.
+
+    Rows are ratings; ``user``/``item`` are dense 0-based indices into the user and item tables.
+    ``user_features``/``item_features`` hold one column per side feature (0 = missing), and
+    ``genre_offsets``/``genre_values`` the items' genres in CSR form.
+    """
+
+    path: Path
+    manifest: dict
+    user: Tensor
+    item: Tensor
+    rating: Tensor
+    split: Tensor
+    teacher: Tensor
+    genres: list[str]
+    genre_offsets: Tensor
+    genre_values: Tensor
+    item_genre: Tensor  # [items, genres] bool
+    user_features: dict[str, Tensor]
+    item_features: dict[str, Tensor]
+    features: list[Feature]
+    rating_min: float
+    rating_max: float
+    rating_step: float
+
+    @property
+    def num_users(self) -> int:
+        return int(self.user_features["user"].numel())
+
+    @property
+    def num_items(self) -> int:
+        return int(self.item_features["item"].numel())
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """The rating values c_k of the dataset's scale (1..5, or 0.5..5 in half-stars)."""
+        n = round((self.rating_max - self.rating_min) / self.rating_step) + 1
+        return tuple(self.rating_min + k * self.rating_step for k in range(n))
+
+    def rows(self, split: str, genre: str | None = None, teacher_only: bool = False) -> Tensor:
+        """Row indices of a split (``train``/``val``/``test``), optionally of one genre's movies.
+        ``teacher_only`` keeps the rows of the teacher's pre-training set (train minus holdout genres)."""
+        mask = self.split == SPLIT_CODES[split]
+        if teacher_only:
+            mask &= self.teacher
+        if genre is not None:
+            mask &= self.item_genre[self.item, self.genre_index(genre)]
+        return mask.nonzero().squeeze(1)
+
+    def genre_index(self, genre: str) -> int:
+        try:
+            return self.genres.index(genre)
+        except ValueError:
+            raise SplitError(
+                f"{self.path / 'manifest.json'}: unknown genre {genre!r}; known: {', '.join(self.genres)}"
+            ) from None
+
+    def batch(self, users: Tensor, items: Tensor, labels: Tensor | None = None) -> Batch:
+        """A torchrec ``Batch`` for (user, item) pairs: empty dense features, a KeyedJaggedTensor with
+        one id per single-valued feature and the movie's genres as a multi-valued bag, and labels."""
+        n = users.numel()
+        single = {**{k: v[users] for k, v in self.user_features.items()},
+                  **{k: v[items] for k, v in self.item_features.items()}}
+        starts = self.genre_offsets[items]
+        genre_lengths = self.genre_offsets[items + 1] - starts
+        total = int(genre_lengths.sum())
+        # position of each genre id inside its bag, then its index into genre_values
+        bag_start = torch.cumsum(genre_lengths, 0) - genre_lengths
+        within = torch.arange(total) - torch.repeat_interleave(bag_start, genre_lengths, output_size=total)
+        genre_ids = self.genre_values[torch.repeat_interleave(starts, genre_lengths, output_size=total) + within]
+        keys, values, lengths = [], [], []
+        for feature in self.features:
+            keys.append(feature.name)
+            if feature.name == "genre":
+                values.append(genre_ids)
+                lengths.append(genre_lengths)
+            else:
+                values.append(single[feature.name])
+                lengths.append(torch.ones(n, dtype=torch.int64))
+        kjt = KeyedJaggedTensor(keys=keys, values=torch.cat(values), lengths=torch.cat(lengths).int())
+        if labels is None:
+            labels = torch.zeros(n)
+        return Batch(dense_features=torch.zeros(n, 0), sparse_features=kjt, labels=labels)
+
+    def batch_rows(self, rows: Tensor) -> Batch:
+        """The batch of rating rows ``rows`` (labels = their ratings)."""
+        return self.batch(self.user[rows], self.item[rows], self.rating[rows])
+
+
+def load_split(path: str | Path) -> SplitData:
+    """Read ``manifest.json``, ``ratings.parquet``, ``items.parquet`` and ``users.parquet`` of a split."""
+    path = Path(path)
+    for name in ("manifest.json", "ratings.parquet", "items.parquet", "users.parquet"):
+        if not (path / name).is_file():
+            raise SplitError(f"{path / name}: missing; expected a directory written by `data_prep split`")
+    manifest = json.loads((path / "manifest.json").read_text())
+    ratings = pl.read_parquet(path / "ratings.parquet")
+    need = {"user_id", "item_id", "rating", "split", "teacher"}
+    if missing := need - set(ratings.columns):
+        raise SplitError(f"{path / 'ratings.parquet'}: missing columns {sorted(missing)}; found {ratings.columns}")
+    items = pl.read_parquet(path / "items.parquet")
+    users = pl.read_parquet(path / "users.parquet")
+    # the tables cover every id that occurs in the ratings, in a fixed (sorted) order
+    user_ids = pl.concat([users["user_id"], ratings["user_id"]]).unique().sort()
+    item_ids = pl.concat([items["item_id"], ratings["item_id"]]).unique().sort()
+    users = pl.DataFrame({"user_id": user_ids}).join(users, on="user_id", how="left", maintain_order="left")
+    items = pl.DataFrame({"item_id": item_ids}).join(items, on="item_id", how="left", maintain_order="left")
+
+    def index_of(ids: pl.Series, table_ids: pl.Series) -> Tensor:
+        return torch.from_numpy(table_ids.search_sorted(ids).to_numpy().astype(np.int64))
+
+    user_features: dict[str, Tensor] = {"user": torch.arange(len(user_ids))}
+    item_features: dict[str, Tensor] = {"item": torch.arange(len(item_ids))}
+    cardinality = {"user": len(user_ids), "item": len(item_ids)}
+    for column in ("gender", "age", "occupation"):
+        if column in users.columns:
+            values = users[column]
+            if column == "age":
+                values = values.cast(pl.Int64, strict=False) // _AGE_BUCKET_YEARS
+            user_features[column], cardinality[column] = _codes(values)
+    if "year" in items.columns:
+        years = items["year"].cast(pl.Int64, strict=False) // _YEAR_BUCKET_YEARS
+        item_features["year"], cardinality["year"] = _codes(years)
+
+    genres = sorted(manifest["genres"])
+    genre_lists = items["genres"].fill_null(pl.lit([], dtype=pl.List(pl.Utf8)))
+    exploded = pl.DataFrame({"row": pl.arange(0, len(items), eager=True), "genre": genre_lists}).explode("genre")
+    exploded = exploded.filter(pl.col("genre").is_in(genres))
+    genre_code = exploded["genre"].replace_strict(genres, list(range(len(genres))), return_dtype=pl.Int64)
+    rows = torch.from_numpy(exploded["row"].to_numpy().astype(np.int64))
+    codes = torch.from_numpy(genre_code.to_numpy().astype(np.int64))
+    item_genre = torch.zeros(len(items), len(genres), dtype=torch.bool)
+    item_genre[rows, codes] = True
+    counts = item_genre.sum(1)
+    offsets = torch.zeros(len(items) + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(counts, 0)
+    values = item_genre.nonzero()[:, 1]  # row-major: grouped by item, in genre order
+    cardinality["genre"] = len(genres)
+
+    order = ["user", "item", "genre", *[c for c in ("gender", "age", "occupation") if c in user_features],
+             *(["year"] if "year" in item_features else [])]
+    scale = manifest.get("rating_scale", {"min": 1, "max": 5, "step": 1})
+    return SplitData(
+        path=path,
+        manifest=manifest,
+        user=index_of(ratings["user_id"], user_ids),
+        item=index_of(ratings["item_id"], item_ids),
+        rating=torch.from_numpy(ratings["rating"].cast(pl.Float32).to_numpy().copy()),
+        split=torch.from_numpy(ratings["split"].cast(pl.Int8).to_numpy().copy()),
+        teacher=torch.from_numpy(ratings["teacher"].to_numpy().copy()),
+        genres=genres,
+        genre_offsets=offsets,
+        genre_values=values,
+        item_genre=item_genre,
+        user_features=user_features,
+        item_features=item_features,
+        features=[Feature(name, cardinality[name]) for name in order],
+        rating_min=float(scale["min"]),
+        rating_max=float(scale["max"]),
+        rating_step=float(scale["step"]),
+    )
