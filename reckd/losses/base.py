@@ -7,8 +7,8 @@ outputs into a dict of **named, already weighted** loss terms. The trainer sums 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, ClassVar, Literal
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any, Callable, ClassVar, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -77,6 +77,14 @@ class Method(nn.Module):
         self.student_dims = student
         self.teacher_dims = teacher
         self.head_spec = head
+        # the rating levels c_k as a tensor that follows the method's device (empty for class heads)
+        self.register_buffer("levels", torch.tensor(head.levels, dtype=torch.float32), persistent=False)
+
+    @classmethod
+    def head_for(cls, config) -> Literal["any", "levels"]:
+        """The student head this *configuration* needs on rating tasks (default: ``student_head``;
+        e.g. ``kd`` with ``rating_loss='kl'`` needs a levels head)."""
+        return cls.student_head
 
     def prepare(self, teacher_train: Outputs, teacher_head: nn.Module | None) -> None:
         """Called once before training with the teacher's outputs on the whole training set
@@ -113,3 +121,59 @@ def get(name: str) -> type[Method]:
 
 def names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def split_spec(spec: str) -> tuple[str, bool]:
+    """``"kd+aug"`` -> ``("kd", True)``; ``"kd"`` -> ``("kd", False)``. The ``+aug`` suffix asks
+    the trainer for teacher-labelled augmentation on top of the method."""
+    name, plus, suffix = spec.strip().partition("+")
+    if plus and suffix != "aug":
+        raise ValueError(f"method {spec!r}: expected NAME or NAME+aug, found suffix {suffix!r}")
+    get(name)  # raises with the known names
+    return name, bool(plus)
+
+
+def make_config(name: str, overrides: Mapping[str, Any] | None = None):
+    """The ``Config`` of method ``name`` with ``overrides`` applied (strings from a command line
+    are converted to the field's type). Unknown keys and bad values raise naming the key, the
+    expected and the found value. ``dataclasses.asdict`` of the result gives the effective values."""
+    cls = get(name)
+    config_type = cls.Config
+    if not is_dataclass(config_type):
+        raise TypeError(f"method {name!r}: Config must be a dataclass, found {config_type!r}")
+    known = {f.name: f for f in fields(config_type)}
+    values = {}
+    for key, value in (overrides or {}).items():
+        if key not in known:
+            raise KeyError(f"method {name!r}: unknown option {key!r}; known: {', '.join(sorted(known)) or '(none)'}")
+        values[key] = _coerce(name, key, value, getattr(config_type(), key))
+    return config_type(**values)
+
+
+def _coerce(method: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` converted to the type of the field's ``default`` (bool, int, float or str)."""
+    where = f"method {method!r} option {key!r}"
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"{where}: expected a boolean (true/false), found {value!r}")
+    try:
+        if isinstance(default, int):
+            number = float(value)
+            if isinstance(value, bool) or number != int(number):
+                raise ValueError
+            return int(number)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected {type(default).__name__}, found {value!r}") from None
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ValueError(f"{where}: expected str, found {value!r}")
+    return value

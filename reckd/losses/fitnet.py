@@ -1,0 +1,43 @@
+"""``fitnet`` (Romero et al. 2015): hint on the higher hidden state, ``MSE(r(s_h), t_h)``.
+
+One-stage variant (hint and task trained jointly, METHODS.md default); the regressor ``r`` is a
+Linear from the student's width to the teacher's, a trainable extra not needed at inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reckd.losses.base import Dims, HeadSpec, Method, Teacher, register
+from reckd.losses.common import task_loss
+from reckd.models.outputs import Outputs
+
+
+@dataclass
+class FitNetConfig:
+    """``w_task``: task weight; ``w_hint``: weight of the hint MSE (per element of t_h)."""
+
+    w_task: float = 1.0
+    w_hint: float = 1.0
+
+
+@register
+class FitNet(Method):
+    """``L = w_task · L_task + w_hint · MSE(r(s_h), t_h)``."""
+
+    name = "fitnet"
+    Config = FitNetConfig
+
+    def __init__(self, config: FitNetConfig, student: Dims, teacher: Dims, head: HeadSpec) -> None:
+        super().__init__(config, student, teacher, head)
+        self.regressor = nn.Linear(student.upper, teacher.upper)  # r
+
+    def forward(self, student: Outputs, teacher: Teacher | None, labels: Tensor) -> dict[str, Tensor]:
+        c = self.config
+        return {
+            "task": c.w_task * task_loss(self.head_spec, student, labels),
+            "hint": c.w_hint * F.mse_loss(self.regressor(student.upper), teacher.outputs.upper),
+        }
