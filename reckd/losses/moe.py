@@ -67,8 +67,8 @@ class MoEKD(Method):
         super().__init__(config, student, teacher, head)
         k, b = head.k, config.bottleneck
         self.gaussian = head.kind == "rating" and config.rating_experts == "gaussian"
-        self.project = nn.Sequential(nn.Linear(student.upper, b), nn.ReLU(), nn.Linear(b, b), nn.ReLU(),
-                                     nn.Linear(b, teacher.upper))  # G
+        self.project = None if config.gating == "uniform" else nn.Sequential(
+            nn.Linear(student.upper, b), nn.ReLU(), nn.Linear(b, b), nn.ReLU(), nn.Linear(b, teacher.upper))  # G
         self.psi = nn.Sequential(nn.Linear(teacher.upper, config.psi_hidden), nn.ReLU(),
                                  nn.Linear(config.psi_hidden, 1 if self.gaussian else k))  # Ψ
         if config.prototypes == "scratch":
@@ -87,7 +87,10 @@ class MoEKD(Method):
         if c.gating == "teacher":
             if teacher_head is None:
                 raise ValueError("moe with gating='teacher' needs the teacher's head in prepare()")
-            self.gate_head = copy.deepcopy(teacher_head).requires_grad_(False).eval().to(device)
+            if isinstance(teacher_head, nn.Module):  # a frozen copy: saved with the method, for inference
+                self.gate_head = copy.deepcopy(teacher_head).requires_grad_(False).eval().to(device)
+            else:  # a plain callable (e.g. a bound method) is kept as given, not copied
+                self.gate_head = teacher_head
         if c.prototypes != "scratch":
             t = teacher_train.to(device)
             p = F.softmax(distribution_logits(self.head_spec, t, self.levels, c.s), dim=1)  # P_T(k|x_i)
@@ -97,7 +100,7 @@ class MoEKD(Method):
 
     def train(self, mode: bool = True) -> "MoEKD":
         super().train(mode)
-        if self.config.gating == "teacher" and self.gate_head is not None:
+        if self.config.gating == "teacher" and isinstance(self.gate_head, nn.Module):
             self.gate_head.eval()  # the teacher's head stays frozen
         return self
 
