@@ -1,0 +1,103 @@
+"""The canonical schema every source is turned into, its checks, and the folder that holds it:
+`ratings.parquet`, `items.parquet`, `users.parquet`, `source.json`."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from data_prep import atomic
+from data_prep.datasets import RatingScale
+from data_prep.errors import DataPrepError
+from data_prep.parse.tables import Tables
+
+RATINGS_SCHEMA = {"user_id": pl.Int64, "item_id": pl.Int64, "rating": pl.Float32, "timestamp": pl.Int64}
+USER_FEATURES = ("gender", "age", "occupation", "zip")  # ML-100K/1M order; other columns follow, by name
+ITEMS_SCHEMA = {"item_id": pl.Int64, "title": pl.String, "year": pl.Int32, "genres": pl.List(pl.String)}
+RATINGS_ORDER = ("user_id", "timestamp", "item_id")  # the one deterministic row order of every ratings file
+
+
+def first_bad(frame: pl.DataFrame, mask: pl.Series) -> dict[str, Any] | None:
+    """The first row where `mask` holds, or None."""
+    hits = mask.fill_null(True).arg_true()
+    return frame.row(int(hits[0]), named=True) if len(hits) else None
+
+
+def check_scale(ratings: pl.DataFrame, scale: RatingScale, file: str) -> None:
+    """Every rating lies in [min, max] on the `step` grid; else an error naming the first bad line."""
+    r = ratings["rating"].cast(pl.Float64)
+    steps = (r - scale.min) / scale.step
+    off = (r < scale.min - 1e-9) | (r > scale.max + 1e-9) | ((steps - steps.round()).abs() > 1e-6)
+    row = first_bad(ratings, off)
+    if row is not None:
+        raise DataPrepError(
+            f"{file} line {row['line']}: expected a rating from {scale.min:g} to {scale.max:g} in steps of "
+            f"{scale.step:g}, found {row['rating']:g}"
+        )
+
+
+def check_unique(frame: pl.DataFrame, key: str, file: str) -> None:
+    """Each `key` appears once (frames are in file order, so the repeat is the later line)."""
+    row = first_bad(frame, ~frame[key].is_first_distinct())
+    if row is not None:
+        raise DataPrepError(f"{file} line {row['line']}: expected each {key} once, found {row[key]} again")
+
+
+def check_known(ratings: pl.DataFrame, key: str, table: pl.DataFrame, file: str, table_file: str) -> None:
+    row = first_bad(ratings, ~ratings[key].is_in(table[key].implode()))
+    if row is not None:
+        raise DataPrepError(f"{file} line {row['line']}: expected a {key} listed in {table_file}, found {row[key]}")
+
+
+def check_genres(items: pl.DataFrame, file: str) -> None:
+    empty = items["genres"].list.eval(pl.element().str.strip_chars() == "").list.any()
+    row = first_bad(items, empty)
+    if row is not None:
+        raise DataPrepError(f"{file} line {row['line']}: expected genre names, found an empty one in {row['genres']}")
+
+
+def canonical_tables(tables: Tables, scale: RatingScale) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Validate parsed tables and return (ratings, items, users) in the canonical schema and row order."""
+    check_scale(tables.ratings, scale, tables.ratings_file)
+    check_unique(tables.items, "item_id", tables.items_file)
+    check_genres(tables.items, tables.items_file)
+    check_known(tables.ratings, "item_id", tables.items, tables.ratings_file, tables.items_file)
+    if tables.users is not None:
+        check_unique(tables.users, "user_id", tables.users_file)
+        check_known(tables.ratings, "user_id", tables.users, tables.ratings_file, tables.users_file)
+        users = tables.users.drop("line")
+    else:
+        users = tables.ratings.select(pl.col("user_id").unique())
+    ratings = tables.ratings.select([pl.col(c).cast(t) for c, t in RATINGS_SCHEMA.items()]).sort(RATINGS_ORDER)
+    items = tables.items.select([pl.col(c).cast(t) for c, t in ITEMS_SCHEMA.items()]).sort("item_id")
+    ordered = [c for c in USER_FEATURES if c in users.columns] + sorted(
+        c for c in users.columns if c not in USER_FEATURES and c != "user_id")
+    return ratings, items, users.select("user_id", *ordered).sort("user_id")
+
+
+def write_canonical(target: Path, ratings: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame,
+                    source: dict[str, Any]) -> Path:
+    """Write the canonical folder atomically (all four files appear together or not at all)."""
+    with atomic.replace_dir(target) as staging:
+        ratings.write_parquet(staging / "ratings.parquet")
+        items.write_parquet(staging / "items.parquet")
+        users.write_parquet(staging / "users.parquet")
+        atomic.write_json(staging / "source.json", source)
+    return target
+
+
+def read_source(canonical: Path, dataset: str) -> dict[str, Any]:
+    path = canonical / "source.json"
+    if not path.exists():
+        raise DataPrepError(
+            f"{canonical}: expected canonical data for {dataset}, found none; run `data_prep prepare {dataset}` "
+            f"(or `data_prep synth --name {dataset}`) first"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def copy_table(canonical: Path, name: str, target: Path) -> None:
+    shutil.copyfile(canonical / name, target / name)
