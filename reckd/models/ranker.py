@@ -32,10 +32,11 @@ class RankerConfig:
     hidden: tuple[int, ...] = (64, 32)
     head: Literal["scalar", "levels"] = "scalar"
     dropout: float = 0.0
+    input_dropout: float = 0.0
 
     @classmethod
     def teacher(cls) -> "RankerConfig":
-        return cls(embedding_dim=64, hidden=(256, 128, 64), dropout=0.1)
+        return cls(embedding_dim=64, hidden=(256, 128, 64), dropout=0.1, input_dropout=0.5)
 
     @classmethod
     def student(cls) -> "RankerConfig":
@@ -71,6 +72,7 @@ class Ranker(nn.Module):
             device=torch.device(device) if device is not None else None,
         )
         width = d * (len(features) + 1)
+        self.input_dropout = nn.Dropout(config.input_dropout)
         self.lower_block = _block([width, config.hidden[0]], config.dropout)
         self.upper_block = _block(config.hidden, config.dropout) if len(config.hidden) > 1 else nn.Identity()
         self.register_buffer("levels", torch.tensor(list(levels), dtype=torch.float32))
@@ -89,7 +91,7 @@ class Ranker(nn.Module):
     def lower(self, kjt: KeyedJaggedTensor) -> Tensor:
         pooled = self.ebc(kjt)
         user, item = pooled["user"], pooled["item"]
-        return self.lower_block(torch.cat([pooled.values(), user * item], dim=1))
+        return self.lower_block(self.input_dropout(torch.cat([pooled.values(), user * item], dim=1)))
 
     def upper(self, s_l: Tensor) -> Tensor:
         return self.upper_block(s_l)

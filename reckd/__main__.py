@@ -1,0 +1,5 @@
+import sys
+
+from reckd.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,121 @@
+"""Pre-train the all-genre teacher, load it frozen, and cache its outputs on a split."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from reckd.data.split import SplitData
+from reckd.losses import Dims, HeadSpec, Outputs, get, make_config
+from reckd.models.ranker import Ranker, RankerConfig, count_parameters
+from reckd.train.io import read_json, write_json, write_torch
+from reckd.train.loop import TrainConfig, fit, predict_rows, rmse
+
+
+@dataclass
+class PretrainConfig:
+    """The teacher's architecture and optimisation (defaults tuned on validation RMSE only)."""
+
+    model: RankerConfig = field(default_factory=RankerConfig.teacher)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=40, batch_size=1024, lr=1e-3, weight_decay=1e-5, patience=5, seed=0))
+
+
+def ranker_features(data: SplitData) -> list[tuple[str, int]]:
+    return [(f.name, f.cardinality) for f in data.features]
+
+
+def pretrain(data: SplitData, out: Path, config: PretrainConfig | None = None,
+             on_epoch=None) -> dict:
+    """Train the teacher on the training ratings of every genre except the holdout genres; early
+    stopping on the validation ratings of the same genres. Writes ``out/``: ``config.json``,
+    ``metrics.jsonl``, ``checkpoint.pt`` (best epoch), ``result.json`` (overall and per-genre RMSE)."""
+    config = config or PretrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    torch.manual_seed(config.train.seed)
+    model = Ranker(config.model, ranker_features(data), data.levels, device=data.rating.device)
+    none = get("none")(make_config("none", {}), Dims(*model.dims), Dims(*model.dims), HeadSpec("rating", data.levels))
+    write_json(out / "config.json", {"model": dataclasses.asdict(config.model),
+                                     "train": dataclasses.asdict(config.train),
+                                     "split": str(data.path), "features": ranker_features(data),
+                                     "levels": list(data.levels)})
+    result = fit(model, none, data, data.rows("train", teacher_only=True), data.rows("val", teacher_only=True),
+                 config.train, run_dir=out, on_epoch=on_epoch)
+    test_rows = data.rows("test", teacher_only=True)
+    summary = {
+        "best_epoch": result.best_epoch,
+        "val_rmse": result.best_val_rmse,
+        "test_rmse": rmse(predict_rows(model, None, data, test_rows), data.rating[test_rows]),
+        "test_ratings": int(test_rows.numel()),
+        "epochs_run": result.epochs_run,
+        "seconds": result.seconds,
+        "parameters": count_parameters(model),
+        "genres": genre_rmse(model, data),
+    }
+    write_torch(out / "checkpoint.pt", {"model": result.state["model"], "epoch": result.best_epoch,
+                                        "val_rmse": result.best_val_rmse})
+    write_json(out / "result.json", summary)
+    return summary
+
+
+def genre_rmse(model: Ranker, data: SplitData) -> dict[str, dict]:
+    """Test RMSE and test-rating count of a model on each genre of the split."""
+    out = {}
+    for genre in data.genres:
+        rows = data.rows("test", genre)
+        if rows.numel():
+            out[genre] = {"test_rmse": rmse(predict_rows(model, None, data, rows), data.rating[rows]),
+                          "test_ratings": int(rows.numel())}
+    return out
+
+
+def load_teacher(run_dir: Path, device: torch.device | str = "cpu") -> Ranker:
+    """The best-epoch teacher, frozen: eval mode, ``requires_grad=False`` everywhere."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "result.json").is_file():
+        raise FileNotFoundError(f"{run_dir / 'result.json'}: missing; run `reckd pretrain` first")
+    config = read_json(run_dir / "config.json")
+    model_config = RankerConfig(**{**config["model"], "hidden": tuple(config["model"]["hidden"])})
+    model = Ranker(model_config, [tuple(f) for f in config["features"]], config["levels"], device=device)
+    state = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def teacher_outputs(teacher: Ranker, data: SplitData, users: Tensor, items: Tensor,
+                    chunk: int = 65536) -> Outputs:
+    """The frozen teacher's prediction and higher state t_h on (user, item) pairs. The lower
+    state is not kept (no cached method uses it; Talking Models runs the teacher live)."""
+    preds, uppers = [], []
+    for start in range(0, users.numel(), chunk):
+        out = teacher(data.batch(users[start:start + chunk], items[start:start + chunk]).sparse_features)
+        preds.append(out.prediction)
+        uppers.append(out.upper)
+    prediction = torch.cat(preds)
+    return Outputs(prediction, prediction.new_zeros(prediction.numel(), 0), torch.cat(uppers), None)
+
+
+def cached_teacher_outputs(teacher: Ranker, data: SplitData, teacher_dir: Path) -> Outputs:
+    """Teacher outputs on every rating row of the split, computed once and stored as
+    ``teacher_dir/cache.pt`` (reused while the checkpoint and split are unchanged)."""
+    path = Path(teacher_dir) / "cache.pt"
+    stamp = {"checkpoint_mtime": (Path(teacher_dir) / "checkpoint.pt").stat().st_mtime_ns,
+             "split": str(Path(data.path).resolve()), "rows": int(data.rating.numel())}
+    if path.is_file():
+        cached = torch.load(path, map_location=data.rating.device, weights_only=True)
+        if cached["stamp"] == stamp:
+            return Outputs(cached["prediction"], cached["prediction"].new_zeros(len(cached["prediction"]), 0),
+                           cached["upper"], None)
+    out = teacher_outputs(teacher, data, data.user, data.item)
+    write_torch(path, {"stamp": stamp, "prediction": out.prediction.cpu(), "upper": out.upper.cpu()})
+    return out

@@ -1,0 +1,40 @@
+"""Staged rankers: the stages compose to the plain forward; sizes are as configured."""
+
+from __future__ import annotations
+
+import torch
+
+from reckd.models.ranker import Ranker, RankerConfig, count_parameters
+
+
+def _features(data):
+    return [(f.name, f.cardinality) for f in data.features]
+
+
+def test_staged_forward_equals_plain_forward(synth_data):
+    batch = synth_data.batch_rows(torch.arange(64))
+    for head in ("scalar", "levels"):
+        torch.manual_seed(0)
+        model = Ranker(RankerConfig(head=head), _features(synth_data), synth_data.levels).eval()
+        out = model(batch.sparse_features)
+        staged = model.head(model.upper(model.lower(batch.sparse_features)))
+        if head == "scalar":
+            assert out.logits is None
+            torch.testing.assert_close(staged, out.prediction, rtol=0, atol=0)
+        else:
+            torch.testing.assert_close(staged, out.logits, rtol=0, atol=0)
+            expected = (torch.softmax(staged, 1) * torch.arange(1.0, 6.0)).sum(1)
+            torch.testing.assert_close(out.prediction, expected)
+        assert out.lower.shape == (64, 64) and out.upper.shape == (64, 32)
+
+
+def test_teacher_and_student_sizes(synth_data):
+    teacher = Ranker(RankerConfig.teacher(), _features(synth_data), synth_data.levels)
+    student = Ranker(RankerConfig.student(), _features(synth_data), synth_data.levels)
+    assert teacher.dims == (256, 64) and student.dims == (64, 32)
+    assert count_parameters(student) * 10 < count_parameters(teacher)
+    # a scalar head starts at the middle of the scale
+    with torch.no_grad():
+        out = student.eval()(synth_data.batch_rows(torch.arange(8)).sparse_features)
+    assert out.prediction.shape == (8,)
+    assert torch.allclose(student.head_layer.bias, torch.tensor([3.0]))
