@@ -1,0 +1,139 @@
+"""Pre-train, distil, resume and report end to end on a small synthetic split."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+
+import pytest
+import torch
+
+from reckd.losses import Dims, HeadSpec, Method, get, make_config
+from reckd.models.ranker import Ranker, RankerConfig
+from reckd.report import collect, render
+from reckd.train.distill import DistillConfig, distill, sample_unrated, select_genres, slug
+from reckd.train.io import read_json
+from reckd.train.loop import NonFiniteLoss, TrainConfig, fit
+from reckd.train.teacher import load_teacher
+
+
+def _config(**kwargs) -> DistillConfig:
+    config = DistillConfig(genres="Action,Comedy", methods=("none", "kd", "kd+aug"), seeds=(0, 1), augment=2, **kwargs)
+    config.train = dataclasses.replace(config.train, epochs=12, patience=3)
+    return config
+
+
+@pytest.fixture(scope="module")
+def distilled(synth_data, synth_teacher, tmp_path_factory):
+    teacher_dir, _ = synth_teacher
+    before = {k: v.clone() for k, v in load_teacher(teacher_dir).state_dict().items()}
+    out = tmp_path_factory.mktemp("students")
+    results = distill(synth_data, teacher_dir, out, _config(), progress=False)
+    return out, results, before
+
+
+def test_teacher_learns(synth_data, synth_teacher):
+    _, summary = synth_teacher
+    test = synth_data.rows("test")
+    mean_only = math.sqrt(((synth_data.rating[test] - synth_data.rating[synth_data.rows("train")].mean()) ** 2)
+                          .mean().item())
+    assert summary["test_rmse"] < 0.95 * mean_only
+    assert summary["test_ratings"] == test.numel() == synth_data.manifest["counts"]["test"]
+    assert 1 <= summary["best_epoch"] <= summary["epochs_run"]
+
+
+def test_kd_beats_scratch_and_teacher_is_untouched(distilled, synth_teacher):
+    out, results, before = distilled
+    assert len(results) == 2 * 3 * 2
+    mean = {m: statistics.fmean(r["test_rmse"] for r in results if r["method"] == m) for m in ("none", "kd", "kd+aug")}
+    assert mean["kd"] < mean["none"]
+    assert mean["kd+aug"] < mean["none"]
+    after = load_teacher(synth_teacher[0]).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    run = out / "Action" / "kd" / "seed0"
+    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "checkpoint.pt", "result.json"}
+    result = read_json(run / "result.json")
+    epochs = [line for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    assert len(epochs) == result["epochs_run"]
+    assert read_json(run / "config.json")["method_config"] == {"w_task": 0.9, "w_kd": 1.0, "tau": 4.0,
+                                                               "rating_loss": "mse", "s": 0.5}
+
+
+def test_resume_skips_finished_runs(distilled, synth_data, synth_teacher):
+    out, results, _ = distilled
+    finished = out / "Comedy" / "none" / "seed1" / "result.json"
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*/seed*/result.json")}
+    redo = out / "Action" / "kd+aug" / "seed1"
+    (redo / "result.json").unlink()
+    again = distill(synth_data, synth_teacher[0], out, _config(), progress=False)
+    assert finished.stat().st_mtime_ns == stamps[finished]
+    changed = [p for p in out.glob("*/*/seed*/result.json") if p.stat().st_mtime_ns != stamps.get(p)]
+    assert changed == [redo / "result.json"]
+    # same seed, same data -> the same RMSE on the CPU
+    by_key = lambda rs: {(r["genre"], r["method"], r["seed"]): r["test_rmse"] for r in rs}
+    assert by_key(again) == by_key(results)
+
+
+def test_report_equals_run_folders(distilled):
+    out, results, _ = distilled
+    rows, methods, teacher = collect(out)
+    assert methods == ["none", "kd", "kd+aug"]
+    table = {r.genre: r for r in rows}
+    for genre in ("Action", "Comedy"):
+        for m in methods:
+            values = [r["test_rmse"] for r in results if r["genre"] == genre and r["method"] == m]
+            assert table[genre].methods[m].mean == pytest.approx(statistics.fmean(values), abs=1e-12)
+            assert table[genre].methods[m].std == pytest.approx(statistics.stdev(values), abs=1e-12)
+        kd, none = table[genre].methods["kd"].mean, table[genre].methods["none"].mean
+        assert table[genre].methods["kd"].improvement == pytest.approx(100 * (none - kd) / none)
+        assert table[genre].teacher == teacher["genres"][genre]["test_rmse"]
+    markdown = render(rows, methods, "markdown")
+    assert f"{table['Action'].methods['kd'].mean:.4f}" in markdown
+    assert render(rows, methods, "csv").splitlines()[0].startswith("genre,class,test_ratings,teacher_rmse,none_rmse")
+
+
+def test_augmentation_pairs_are_unrated_genre_pairs(synth_data):
+    genre = "Action"
+    users, items = sample_unrated(synth_data, genre, 500, seed=3)
+    assert users.numel() == items.numel() == 500
+    keys = users * synth_data.num_items + items
+    assert torch.unique(keys).numel() == 500
+    rated = synth_data.user * synth_data.num_items + synth_data.item
+    assert not torch.isin(keys, rated).any()
+    assert synth_data.item_genre[items, synth_data.genre_index(genre)].all()
+    again = sample_unrated(synth_data, genre, 500, seed=3)
+    assert torch.equal(again[0], users) and torch.equal(again[1], items)
+
+
+def test_genre_selection(synth_data):
+    classes = {g: v["class"] for g, v in synth_data.manifest["genres"].items()}
+    assert select_genres(synth_data, "all") == [g for g in synth_data.genres if classes[g] != "excluded"]
+    assert all(classes[g] == "sparse" for g in select_genres(synth_data, "sparse"))
+    with pytest.raises(Exception, match="unknown genre"):
+        select_genres(synth_data, "Action,Nope")
+    assert slug("Children's") == "Children_s"
+
+
+class _Explodes(Method):
+    """A method whose loss turns NaN in its second epoch."""
+
+    name = "_explodes_test"
+    Config = get("none").Config
+
+    def forward(self, student, teacher, labels):
+        self.calls = getattr(self, "calls", 0) + 1
+        loss = ((student.prediction - labels) ** 2).mean()
+        return {"task": loss * (float("nan") if self.calls > 3 else 1.0)}
+
+
+def test_non_finite_loss_stops_and_keeps_the_checkpoint(synth_data, tmp_path):
+    torch.manual_seed(0)
+    model = Ranker(RankerConfig.student(), [(f.name, f.cardinality) for f in synth_data.features], synth_data.levels)
+    method = _Explodes(make_config("none"), Dims(64, 32), Dims(64, 32), HeadSpec("rating", synth_data.levels))
+    rows = synth_data.rows("train", "Action")
+    with pytest.raises(NonFiniteLoss, match=r"epoch 2, step 1: loss is nan .*epoch 1\) is kept"):
+        fit(model, method, synth_data, rows, synth_data.rows("val", "Action"),
+            TrainConfig(epochs=5, batch_size=(rows.numel() + 2) // 3), run_dir=tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1 and math.isfinite(checkpoint["val_rmse"])
