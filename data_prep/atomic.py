@@ -19,6 +19,7 @@ def write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -42,6 +43,7 @@ def replace_dir(target: Path) -> Iterator[Path]:
     The swap is two renames (old folder aside, new one in), so a reader sees the old folder or the new one.
     """
     target = Path(target)
+    created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
@@ -56,4 +58,7 @@ def replace_dir(target: Path) -> Iterator[Path]:
             shutil.rmtree(aside, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # parents this call made, innermost first; only while still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise

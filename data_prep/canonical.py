@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 
 from data_prep import atomic
+from data_prep.checksum import file_digest
 from data_prep.datasets import RatingScale
 from data_prep.errors import DataPrepError
 from data_prep.parse.tables import Tables
@@ -80,9 +81,12 @@ def canonical_tables(tables: Tables, scale: RatingScale) -> tuple[pl.DataFrame, 
 
 def write_canonical(target: Path, ratings: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame,
                     source: dict[str, Any]) -> Path:
-    """Write the canonical folder atomically (all four files appear together or not at all)."""
+    """Write the canonical folder atomically (all four files appear together or not at all). A source
+    whose checksum is None (synthetic data) gets the SHA-256 of the written ratings file."""
     with atomic.replace_dir(target) as staging:
         ratings.write_parquet(staging / "ratings.parquet")
+        if source.get("checksum") is None:
+            source = source | {"checksum": "sha256:" + file_digest(staging / "ratings.parquet", "sha256")}
         items.write_parquet(staging / "items.parquet")
         users.write_parquet(staging / "users.parquet")
         atomic.write_json(staging / "source.json", source)

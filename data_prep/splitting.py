@@ -1,0 +1,97 @@
+"""`split`: assign every rating to train/val/test (before any genre filtering), mark the teacher's
+pre-training ratings, and write a self-contained split folder with `manifest.json`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from data_prep import atomic, paths
+from data_prep.assign import TEST, TRAIN, VAL, random_codes, temporal_codes
+from data_prep.canonical import RATINGS_ORDER, copy_table, read_source
+from data_prep.config import SplitConfig
+from data_prep.datasets import DATASETS
+from data_prep.errors import DataPrepError
+from data_prep.genres import genre_table, holdout_items, item_genres
+
+FORMAT = 1
+
+
+def canonical_for(dataset: str, root: Path) -> Path:
+    canonical = paths.canonical_dir(dataset, root)
+    if dataset not in DATASETS and not canonical.exists():
+        raise DataPrepError(
+            f"DATASET: unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)} or a name written by "
+            f"`data_prep synth --name`, found no {canonical}"
+        )
+    return canonical
+
+
+def check_holdout(items: pl.DataFrame, config: SplitConfig) -> None:
+    known = sorted(item_genres(items)["genre"].unique())
+    unknown = [g for g in config.holdout_genres if g not in known]
+    if unknown:
+        raise DataPrepError(
+            f"--holdout-genres: expected genres of this dataset ({', '.join(known)}), found {', '.join(unknown)}"
+        )
+
+
+def assign(ratings: pl.DataFrame, items: pl.DataFrame, config: SplitConfig) -> pl.DataFrame:
+    """ratings in canonical order plus `split` (Int8) and `teacher` (split == train and no holdout genre)."""
+    ratings = ratings.sort(RATINGS_ORDER)
+    if config.scheme == "random":
+        ratings = ratings.with_columns(random_codes(ratings.height, config.val, config.test, config.seed))
+    else:
+        ratings = ratings.with_columns(temporal_codes(config.val, config.test))
+    held_out = holdout_items(items, config.holdout_genres)
+    teacher = (pl.col("split") == TRAIN) & ~pl.col("item_id").is_in(held_out.implode())
+    return ratings.with_columns(teacher.alias("teacher"))
+
+
+def manifest(dataset: str, source: dict[str, Any], config: SplitConfig, ratings: pl.DataFrame,
+             genres: dict[str, Any]) -> dict[str, Any]:
+    split = ratings["split"]
+    return {
+        "format": FORMAT,
+        "dataset": dataset,
+        "source": source["source"],
+        "source_checksum": source["checksum"],
+        "scheme": config.scheme,
+        "seed": config.seed,
+        "val": config.val,
+        "test": config.test,
+        "holdout_genres": sorted(config.holdout_genres),
+        "rating_scale": source["rating_scale"],
+        "rule": {"sparse_below_share": config.sparse_below, "min_test_ratings": config.min_test_ratings,
+                 "text": config.rule_text()},
+        "counts": {
+            "ratings": ratings.height, "train": int((split == TRAIN).sum()), "val": int((split == VAL).sum()),
+            "test": int((split == TEST).sum()), "teacher_train": int(ratings["teacher"].sum()),
+            "users": ratings["user_id"].n_unique(), "items": ratings["item_id"].n_unique(),
+        },
+        "genres": genres,
+    }
+
+
+def split(dataset: str, out: str | Path, data_dir: str | Path | None = None, config: SplitConfig | None = None
+          ) -> dict[str, Any]:
+    """Split `dataset`'s canonical ratings into `out/` (atomically); returns the manifest."""
+    config = config or SplitConfig()
+    canonical = canonical_for(dataset, paths.data_dir(data_dir))
+    source = read_source(canonical, dataset)
+    items = pl.read_parquet(canonical / "items.parquet")
+    check_holdout(items, config)
+    ratings = assign(pl.read_parquet(canonical / "ratings.parquet"), items, config)
+    if not ratings["teacher"].any():
+        raise DataPrepError(
+            f"--holdout-genres: expected the teacher to keep some training ratings, found none after holding out "
+            f"{', '.join(config.holdout_genres)}"
+        )
+    result = manifest(dataset, source, config, ratings, genre_table(ratings, items, config))
+    with atomic.replace_dir(Path(out)) as staging:
+        ratings.write_parquet(staging / "ratings.parquet")
+        copy_table(canonical, "items.parquet", staging)
+        copy_table(canonical, "users.parquet", staging)
+        atomic.write_json(staging / "manifest.json", result)
+    return result
