@@ -1,6 +1,6 @@
 """The library API; the CLI is a thin layer over these five functions.
 
-    >>> from data_prep import fetch, prepare, split, synth, info
+    >>> from data_prep.api import fetch, prepare, split, synth, info
     >>> fetch("ml-100k")                      # GroupLens, else the PyPI mirror
     >>> prepare("ml-100k")                    # → DATA_DIR/ml-100k/canonical
     >>> manifest = split("ml-100k", "runs/split", holdout_genres=("Documentary",))
@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.config import DEFAULT_MIN_TEST_RATINGS, DEFAULT_SPARSE_BELOW, SplitConfig, parse_genre_list
-from data_prep.sources import fetch as _fetch
-from data_prep.summary import info as _info
-from data_prep.preparation import prepare as _prepare
-from data_prep.splitting import split as _split
-from data_prep.synthetic import SynthConfig
-from data_prep.synthetic import synth as _synth
+from data_prep.fetch import fetch as _fetch
+from data_prep.info import info as _info
+from data_prep.prepare import prepare as _prepare
+from data_prep.split import split as _split
+from data_prep.synth import SynthConfig
+from data_prep.synth import synth as _synth
 
 
 def fetch(dataset: str, data_dir: str | Path | None = None, source: str = "auto", md5: str | None = None) -> Path:
