@@ -49,8 +49,8 @@ def parser() -> argparse.ArgumentParser:
 
     synth = sub.add_parser("synth", parents=[data_dir], help="generate MovieLens-like ratings")
     synth.add_argument("--ratings", type=int, required=True, metavar="N")
-    synth.add_argument("--users", type=int, metavar="U", help="default N/150")
-    synth.add_argument("--items", type=int, metavar="I", help="default N/400")
+    synth.add_argument("--users", type=int, metavar="U", help="default N/106")
+    synth.add_argument("--items", type=int, metavar="I", help="default 5.3·√N")
     synth.add_argument("--genres", type=int, default=18, metavar="G")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--name", default="synth", help="dataset name under DATA_DIR (default synth)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -40,7 +41,7 @@ def check_zip(path: Path, required: tuple[str, ...], shown: str | None = None) -
     with open_zip(path, shown) as archive:
         try:
             broken = archive.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as err:
             raise DataPrepError(f"{shown}: expected a complete zip archive, found a damaged one ({err})") from None
         if broken is not None:
             raise DataPrepError(f"{shown}: expected intact members, found a bad CRC in {broken} (truncated?)")

@@ -38,7 +38,8 @@ CHUNK = 2_000_000
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """Sizes (users/items default to ratings/150 and ratings/400, as in ML-25M) and the seed."""
+    """Sizes and seed. Users default to ratings/106 and items to 5.3·√ratings, which reproduces ML-100K
+    (943 users, 1682 items) and keeps larger sets about as sparse as ML-1M…25M."""
 
     ratings: int
     users: int | None = None
@@ -64,11 +65,11 @@ class SynthConfig:
 
     @property
     def n_users(self) -> int:
-        return self.users if self.users is not None else max(10, round(self.ratings / 150))
+        return self.users if self.users is not None else max(10, round(self.ratings / 106))
 
     @property
     def n_items(self) -> int:
-        return self.items if self.items is not None else max(10, round(self.ratings / 400))
+        return self.items if self.items is not None else max(10, round(5.3 * math.sqrt(self.ratings)))
 
 
 def genre_names(n: int) -> list[str]:
