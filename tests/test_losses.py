@@ -224,7 +224,10 @@ def test_moe_e_step_is_bayes_and_m_step_is_negative_expected_complete_log_likeli
     joint = method.log_likelihood(student, labels) + method.log_gates(student.upper)
     q = method.posterior(joint, None)
     assert torch.allclose(q, bayes, atol=1e-6)
-    terms = method(student, None, labels)
+    t_h = torch.randn(4, 4, generator=torch.Generator().manual_seed(5))
+    terms = method(student, Teacher(Outputs(torch.zeros(4), torch.zeros(4, 1), t_h, None)), labels)
+    align = ((method.project(student.upper) - t_h) ** 2).mean() / method.t_h_var
+    assert terms["align"].item() == pytest.approx(3.0 * align.item(), rel=1e-5)
     m_step = -(bayes * (lik.log() + gates.log())).sum(dim=1).mean()
     assert terms["em"].item() == pytest.approx(m_step.item(), rel=1e-5)
     # EM identity: at q = posterior, the M-step gradient equals that of −log P(y|x) (marginal)

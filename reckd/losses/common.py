@@ -73,12 +73,27 @@ def soft_kl(student_logits: Tensor, teacher_logits: Tensor, tau: float) -> Tenso
     return tau * tau * F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
 
 
+def teacher_label_loss(head: HeadSpec, student: Outputs, teacher: Outputs) -> Tensor:
+    """Teacher-labelled augmentation on unlabelled inputs: ``MSE(ŷ_S, ŷ_T)`` for ratings, the
+    KL to the teacher's class distribution (τ = 1) for classes."""
+    if head.kind == "rating":
+        return F.mse_loss(student.prediction, teacher.prediction)
+    return soft_kl(student.logits, teacher.logits, tau=1.0)
+
+
 def pearson(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     """Row-wise Pearson correlation of ``[N, D]`` tensors: the cosine of the row-centred vectors,
     with ``eps`` added to the product of the norms (DIST)."""
     a = a - a.mean(dim=1, keepdim=True)
     b = b - b.mean(dim=1, keepdim=True)
     return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def state_variance(states: Tensor) -> Tensor:
+    """Mean per-feature variance of a tap over rows (a scalar, at least 1e-8): the unit in which
+    hidden-state MSEs are measured when a method's ``normalize`` option is on [recon], so one
+    weight suits models whose hidden states have any scale."""
+    return states.detach().float().var(dim=0, unbiased=False).mean().clamp_min(1e-8)
 
 
 def block(kind: Kind, d_in: int, d_out: int, hidden: int) -> nn.Module:

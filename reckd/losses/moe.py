@@ -9,6 +9,8 @@ The teacher's prediction becomes a latent k ∈ {1..K}: ``P(y|x) = Σ_k P(y|k,x)
   The bias acts in the head's output space, ``Wᵀ(s_h + e_k) = z_S + b_k``, with ``b_k = Ψ(μ_k)``
   learned directly (so no access to the student's head weights is needed) **[recon]**.
   Rating heads: Gaussian experts ``N(y; ŷ_S + b_k, σ²)`` (default) or categorical over levels.
+- The projector is trained to land in the teacher's space, ``w_align · MSE(G(s_h), t_h) / Var(t_h)``,
+  so the frozen head reads it as it reads t_h **[recon]** (``w_align=0`` leaves G to the EM loss alone).
 - EM: E-step ``q(k) ∝ P(y|k,x) π_k(x)`` (true label, detached); M-step loss
   ``−Σ_k q(k)[log P(y|k,x) + log π_k(x)]``. Plus the task loss on the student's own head [recon].
 - Inference: the marginal ``Σ_k π_k(x) P(y|k,x)`` **[recon]** (``predict="student"`` to switch off);
@@ -26,13 +28,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reckd.losses.base import Dims, HeadSpec, Method, Teacher, register
-from reckd.losses.common import distribution_logits, head_logits, level_index, one_of, task_loss
+from reckd.losses.common import (distribution_logits, head_logits, level_index, one_of, state_variance,
+                                 task_loss)
 from reckd.models.outputs import Outputs
 
 
 @dataclass
 class MoEConfig:
-    """``w_task``/``w_em``: weights of the student's task loss and of the M-step loss.
+    """``w_task``/``w_em``/``w_align``: weights of the student's task loss, the M-step loss and the
+    projector's alignment to t_h [recon] (3, picked on the synthetic task of the tests).
     ``bottleneck``: width of G (d_S→b→b→d_T); ``psi_hidden``: hidden width of Ψ. ``s``: Gaussian-view
     width for a scalar teacher (ratings). ``rating_experts``: ``gaussian`` (σ = ``sigma``) or
     ``categorical`` (needs a levels head). Ablations: ``gating`` teacher|uniform|scratch,
@@ -40,6 +44,7 @@ class MoEConfig:
 
     w_task: float = 1.0
     w_em: float = 1.0
+    w_align: float = 3.0
     bottleneck: int = 32
     psi_hidden: int = 64
     s: float = 0.5
@@ -75,6 +80,7 @@ class MoEKD(Method):
             self.prototypes = nn.Parameter(0.1 * torch.randn(k, teacher.upper))
         else:
             self.register_buffer("prototypes", torch.zeros(k, teacher.upper))
+        self.register_buffer("t_h_var", torch.ones(()))
         self.gate_head = nn.Linear(teacher.upper, k) if config.gating == "scratch" else None
 
     @classmethod
@@ -91,8 +97,9 @@ class MoEKD(Method):
                 self.gate_head = copy.deepcopy(teacher_head).requires_grad_(False).eval().to(device)
             else:  # a plain callable (e.g. a bound method) is kept as given, not copied
                 self.gate_head = teacher_head
+        t = teacher_train.to(device)
+        self.t_h_var.copy_(state_variance(t.upper))
         if c.prototypes != "scratch":
-            t = teacher_train.to(device)
             p = F.softmax(distribution_logits(self.head_spec, t, self.levels, c.s), dim=1)  # P_T(k|x_i)
             if c.prototypes == "hard":
                 p = F.one_hot(p.argmax(dim=1), self.head_spec.k).float()
@@ -140,10 +147,13 @@ class MoEKD(Method):
         c, head = self.config, self.head_spec
         joint = self.log_likelihood(student, labels) + self.log_gates(student.upper)
         q = self.posterior(joint, teacher)
-        return {
+        terms = {
             "task": c.w_task * task_loss(head, student, labels),
             "em": c.w_em * -(q * joint).sum(dim=1).mean(),  # M-step: −E_q[complete-data log-lik]
         }
+        if self.project is not None and c.w_align > 0:
+            terms["align"] = c.w_align * F.mse_loss(self.project(student.upper), teacher.outputs.upper) / self.t_h_var
+        return terms
 
     def predict(self, student: Outputs) -> Tensor:
         """The mixture's marginal: class argmax, or the expected rating."""

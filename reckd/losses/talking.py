@@ -8,7 +8,9 @@ own frozen upper block and answers, through a shared message space of width m.
 d = MSE; ``L = w_task L_task + w1 L_interact + w2 L_MC + w3 L_SC`` with w1 = 1, w2 = w3 = 0.1 **[recon]**.
 Messages are layer-normalised (no affine) so their scale cannot collapse **[recon]**. With N rounds
 the answer is decoded into the student's lower space by a fifth module ``Dec_S→l`` and re-sent;
-``L_interact`` is averaged over rounds **[recon]**. ``interact=False`` is the paper's "no interaction"
+``L_interact`` is averaged over rounds **[recon]**. With ``normalize`` (default) the distance to
+the teacher's t_l is divided by t_l's mean per-feature variance over the training set (from
+``prepare``), so the weights do not depend on the teacher's scale **[recon]**. ``interact=False`` is the paper's "no interaction"
 ablation (only L_MC + L_SC). Inference: the student alone.
 """
 
@@ -16,11 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reckd.losses.base import Dims, HeadSpec, Method, Teacher, register
-from reckd.losses.common import block, one_of, task_loss
+from reckd.losses.common import block, one_of, state_variance, task_loss
 from reckd.models.outputs import Outputs
 
 
@@ -29,7 +32,8 @@ class TalkingConfig:
     """Weights ``w_interact`` (w1), ``w_mc`` (w2), ``w_sc`` (w3) [recon]; ``message``: width m of the
     message space; ``module``: ``linear`` or ``mlp`` (Dense-ReLU-Dense with ``hidden`` units) for the
     encoders and decoders; ``rounds`` N ≥ 1; ``interact``: False for the "no interaction" ablation;
-    ``norm_messages``: layer-normalise messages [recon]."""
+    ``norm_messages``: layer-normalise messages [recon]; ``normalize``: the distance to t_l in
+    units of its variance [recon]."""
 
     w_task: float = 1.0
     w_interact: float = 1.0
@@ -41,6 +45,7 @@ class TalkingConfig:
     rounds: int = 1
     interact: bool = True
     norm_messages: bool = True
+    normalize: bool = True
 
     def __post_init__(self) -> None:
         one_of("module", self.module, ("linear", "mlp"))
@@ -65,6 +70,12 @@ class TalkingModels(Method):
         self.enc_s, self.dec_s = encoder(student.lower), block(kind, m, student.upper, h)
         self.enc_t, self.dec_t = encoder(teacher.upper), block(kind, m, teacher.lower, h)
         self.dec_s_lower = block(kind, m, student.lower, h) if config.rounds > 1 else None
+        self.register_buffer("t_l_var", torch.ones(()))
+
+    @torch.no_grad()
+    def prepare(self, teacher_train: Outputs, teacher_head: nn.Module | None) -> None:
+        if self.config.normalize:
+            self.t_l_var.copy_(state_variance(teacher_train.lower))
 
     def forward(self, student: Outputs, teacher: Teacher | None, labels: Tensor) -> dict[str, Tensor]:
         c = self.config
@@ -73,7 +84,7 @@ class TalkingModels(Method):
         terms = {
             "task": c.w_task * task_loss(self.head_spec, student, labels),
             "mc": c.w_mc * F.mse_loss(m_s, m_t_star),
-            "sc": c.w_sc * (F.mse_loss(self.dec_t(m_s), t_l) + F.mse_loss(self.dec_s(m_t_star), s_h)),
+            "sc": c.w_sc * (F.mse_loss(self.dec_t(m_s), t_l) / self.t_l_var + F.mse_loss(self.dec_s(m_t_star), s_h)),
         }
         if c.interact:
             if teacher.upper is None:
