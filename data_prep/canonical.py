@@ -83,7 +83,7 @@ def write_canonical(target: Path, ratings: pl.DataFrame, items: pl.DataFrame, us
                     source: dict[str, Any]) -> Path:
     """Write the canonical folder atomically (all four files appear together or not at all). A source
     whose checksum is None (synthetic data) gets the SHA-256 of the written ratings file."""
-    with atomic.replace_dir(target) as staging:
+    with atomic.replace_dir(target, "source.json") as staging:
         ratings.write_parquet(staging / "ratings.parquet")
         if source.get("checksum") is None:
             source = source | {"checksum": "sha256:" + file_digest(staging / "ratings.parquet", "sha256")}

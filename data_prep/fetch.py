@@ -121,7 +121,7 @@ def fetch(dataset: str, data_dir: str | Path | None = None, source: str = "auto"
     if source in NAMED_SOURCES and (earlier := cached(raw, source)) is not None:
         log.info("%s: already fetched from %s (%s) in %s", dataset, earlier["source"], earlier["checksum"], raw)
         return raw
-    with atomic.replace_dir(raw) as staging:
+    with atomic.replace_dir(raw, RECORD) as staging:
         try:
             if source == "grouplens":
                 done = from_grouplens(spec, staging, md5)

@@ -78,6 +78,7 @@ def split(dataset: str, out: str | Path, data_dir: str | Path | None = None, con
           ) -> dict[str, Any]:
     """Split `dataset`'s canonical ratings into `out/` (atomically); returns the manifest."""
     config = config or SplitConfig()
+    atomic.check_replaceable(Path(out), "manifest.json")  # fail before the work, not after
     canonical = canonical_for(dataset, paths.data_dir(data_dir))
     source = read_source(canonical, dataset)
     items = pl.read_parquet(canonical / "items.parquet")
@@ -89,7 +90,7 @@ def split(dataset: str, out: str | Path, data_dir: str | Path | None = None, con
             f"{', '.join(config.holdout_genres)}"
         )
     result = manifest(dataset, source, config, ratings, genre_table(ratings, items, config))
-    with atomic.replace_dir(Path(out)) as staging:
+    with atomic.replace_dir(Path(out), "manifest.json") as staging:
         ratings.write_parquet(staging / "ratings.parquet")
         copy_table(canonical, "items.parquet", staging)
         copy_table(canonical, "users.parquet", staging)

@@ -2,7 +2,6 @@
 name the file, the line, the column, what was expected and what was found. No per-row Python."""
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,11 +22,12 @@ class TextFile:
     encoding: str  # "utf-8", "latin-1", or "utf-8|latin-1" (UTF-8 where valid, else latin-1)
 
     def utf8(self) -> bytes:
-        """The file as UTF-8 with `\\n` line ends, which is what polars reads."""
+        """The file as UTF-8 with `\\n` line ends, which is what polars reads (no copy for plain ASCII)."""
         data = self.data
         if self.encoding == "latin-1":
-            data = data.decode("latin-1").encode("utf-8")
-        else:
+            if not data.isascii():
+                data = data.decode("latin-1").encode("utf-8")
+        elif not data.isascii():
             try:
                 data.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -37,7 +37,8 @@ class TextFile:
                         f"{self.name} line {line}: expected UTF-8 text, found byte {data[err.start]:#04x}"
                     ) from None
                 data = data.decode("latin-1").encode("utf-8")
-        data = data.removeprefix(b"\xef\xbb\xbf")
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
         return data
@@ -46,23 +47,25 @@ class TextFile:
 def lines(file: TextFile, header: str | None) -> tuple[pl.Series, int]:
     """Every line of the file as a string Series, and the line number of its first element."""
     data = file.utf8()
-    first = 1
+    first, body = 1, 0
     if header is not None:
-        head, _, data = data.partition(b"\n")
-        found = head.decode("utf-8").strip()
+        end = data.find(b"\n")
+        found = data[: end if end >= 0 else len(data)].decode("utf-8").strip()
         if found != header:
             raise DataPrepError(f"{file.name} line 1: expected header {header!r}, found {found!r}")
-        first = 2
-    blank = data.find(b"\n\n")
-    if data.startswith(b"\n"):
-        blank = -1 if len(data) == 1 else 0
-    if blank >= 0:
-        line = first + data[: blank + 1].count(b"\n")
-        raise DataPrepError(f"{file.name} line {line}: expected a row, found an empty line")
-    if not data.strip():
+        first, body = 2, (end + 1 if end >= 0 else len(data))
+    rest = len(data) - body
+    if rest == 0 or (rest <= 4096 and not data[body:].strip()):
         raise DataPrepError(f"{file.name}: expected at least one row, found none")
+    if data.startswith(b"\n", body):
+        blank = first
+    else:
+        pos = data.find(b"\n\n", body)
+        blank = None if pos < 0 else first + data.count(b"\n", body, pos + 1)
+    if blank is not None:
+        raise DataPrepError(f"{file.name} line {blank}: expected a row, found an empty line")
     frame = pl.read_csv(
-        io.BytesIO(data), has_header=False, separator=LINE_SEP, quote_char=None,
+        data, has_header=False, separator=LINE_SEP, quote_char=None, skip_lines=first - 1,
         schema={"line": pl.String}, empty_string_is_null=False, truncate_ragged_lines=True,
     )
     return frame["line"], first

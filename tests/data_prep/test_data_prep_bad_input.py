@@ -247,3 +247,28 @@ def test_cli_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["split", "synth", "--val", "lots"])
     assert exit_.value.code == 2 and "argument --val: invalid float value: 'lots'" in capsys.readouterr().err
+
+
+def test_out_folder_of_other_files_is_refused_and_kept(small_synth, tmp_path):
+    precious = tmp_path / "Documents"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("do not delete")
+    with pytest.raises(DataPrepError, match=f"{precious}: expected a new folder or one written by data_prep "
+                                            r"\(with manifest.json\), found other files"):
+        split("synth", precious, small_synth)
+    assert [p.name for p in precious.iterdir()] == ["thesis.tex"]
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(DataPrepError, match="expected a folder to write, found a file"):
+        split("synth", tmp_path / "a-file", small_synth)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("", "ratings.csv: expected at least one row, found none"),
+    ("userId,movieId,rating,timestamp\n", "ratings.csv: expected at least one row, found none"),
+    ("userId,movieId,rating,timestamp\n\n1,2,3.5,1112486027\n", "ratings.csv line 2: expected a row, found an empty line"),
+])
+def test_empty_files_and_lines(official_zip, tmp_path, text, expected):
+    if text == "":
+        expected = "ratings.csv line 1: expected header 'userId,movieId,rating,timestamp', found ''"
+    with pytest.raises(DataPrepError, match=expected):
+        prepare_with(official_zip, tmp_path, "ml-20m", ratings_csv=text.encode())
