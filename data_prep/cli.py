@@ -35,12 +35,14 @@ def parser() -> argparse.ArgumentParser:
 
     split = sub.add_parser("split", parents=[data_dir], help="assign ratings to train/val/test, write a split folder")
     split.add_argument("dataset", metavar="DATASET", help="an official dataset or a name written by `synth`")
-    split.add_argument("--scheme", default="random", choices=SCHEMES)
-    split.add_argument("--seed", type=int, default=0)
-    split.add_argument("--val", type=float, default=0.1, metavar="F")
-    split.add_argument("--test", type=float, default=0.1, metavar="F")
+    split.add_argument("--scheme", default="random", choices=SCHEMES,
+                       help="random: a seeded uniform draw of ratings; temporal: each user's latest ratings are "
+                            "test, the ones before them val (default random)")
+    split.add_argument("--seed", type=int, default=0, help="seed of the random scheme (default 0)")
+    split.add_argument("--val", type=float, default=0.1, metavar="F", help="validation fraction (default 0.1)")
+    split.add_argument("--test", type=float, default=0.1, metavar="F", help="test fraction (default 0.1)")
     split.add_argument("--holdout-genres", default="", metavar="G,…",
-                       help="genres whose ratings the teacher never trains on")
+                       help="genres whose movies' ratings are removed from the teacher's pre-training set")
     split.add_argument("--sparse-below", type=float, default=DEFAULT_SPARSE_BELOW, metavar="SHARE",
                        help="a genre with fewer than this share of training ratings is sparse (default 0.05)")
     split.add_argument("--min-test-ratings", type=int, default=DEFAULT_MIN_TEST_RATINGS, metavar="N",

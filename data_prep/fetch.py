@@ -9,6 +9,7 @@ checksum exists for a folder; its SHA-256 is recorded)."""
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,8 @@ def fetch(dataset: str, data_dir: str | Path | None = None, source: str = "auto"
         raise DataPrepError(
             f"--source: expected {', '.join(NAMED_SOURCES)} or an existing archive or folder, found {source!r}"
         )
+    if md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
+        raise DataPrepError(f"--md5: expected 32 hex digits, found {md5!r}")
     if source == "pypi-mirror":
         mirror_for(dataset)
     if source in NAMED_SOURCES and (earlier := cached(raw, source)) is not None:

@@ -41,6 +41,11 @@ def test_wrong_md5_flag_is_a_mismatch(official_zip, tmp_path):
         fetch("ml-1m", tmp_path / "data", source=str(official_zip("ml-1m")), md5="0" * 32)
 
 
+def test_md5_flag_must_look_like_one(official_zip, tmp_path):
+    with pytest.raises(DataPrepError, match="--md5: expected 32 hex digits, found 'abc'"):
+        fetch("ml-1m", tmp_path / "data", source=str(official_zip("ml-1m")), md5="abc")
+
+
 def test_grouplens_download_is_verified(official_zip, tmp_path, monkeypatch):
     archive = official_zip("ml-1m")
     monkeypatch.setattr(grouplens, "download", lambda url, target: shutil.copyfile(archive, target))
