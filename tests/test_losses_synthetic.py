@@ -19,7 +19,7 @@ from test_losses import LEVELS, StagedMLP
 
 METHODS = ["none", "kd", "fitnet", "hybrid", "dist", "moe", "talking"]
 OPTIONS = {"talking": {"w_sc": 1.0}}
-SEEDS = [0, 1, 2]
+SEEDS = [0, 1, 2, 3, 4]
 D_IN, N_TEACHER, N_STUDENT, N_VAL, N_TEST = 10, 4000, 120, 60, 3000
 FIT = FitConfig(epochs=150, patience=30, batch_size=40, lr=3e-3)
 
