@@ -137,3 +137,12 @@ def test_non_finite_loss_stops_and_keeps_the_checkpoint(synth_data, tmp_path):
             TrainConfig(epochs=5, batch_size=(rows.numel() + 2) // 3), run_dir=tmp_path)
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert checkpoint["epoch"] == 1 and math.isfinite(checkpoint["val_rmse"])
+
+
+def test_parallel_workers_finish_every_run(synth_data, synth_teacher, tmp_path):
+    config = DistillConfig(genres="Action", methods=("none", "kd+aug"), seeds=(0, 1), augment=1)
+    config.train = dataclasses.replace(config.train, epochs=2)
+    results = distill(synth_data, synth_teacher[0], tmp_path, config, progress=False, workers=2)
+    assert sorted((r["method"], r["seed"]) for r in results) == [("kd+aug", 0), ("kd+aug", 1), ("none", 0), ("none", 1)]
+    assert all((tmp_path / "Action" / slug(r["method"]) / f"seed{r['seed']}" / "result.json").is_file() for r in results)
+    assert all(math.isfinite(r["test_rmse"]) and r["epochs_run"] == 2 for r in results)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import sys
 from pathlib import Path
@@ -74,7 +75,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
     if args.epochs:
         config.train = dataclasses.replace(config.train, epochs=args.epochs)
     data = _load(args.split_dir, device)
-    results = distill(data, Path(args.teacher), Path(args.out), config, progress=not args.quiet)
+    workers = args.workers or (os.cpu_count() or 1 if device.type == "cpu" else 1)
+    results = distill(data, Path(args.teacher), Path(args.out), config, progress=not args.quiet, workers=workers)
     print(f"{len(results)} runs finished -> {args.out}", file=sys.stderr)
 
 
@@ -115,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a method option, e.g. --set kd.tau=2 (repeatable)")
     p.add_argument("--epochs", type=int, default=0, help="maximum epochs (default: the config's)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda")
+    p.add_argument("--workers", type=int, default=0,
+                   help="students trained at once in CPU processes (default: one per core on the CPU, 1 on CUDA)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_distill)
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from reckd.data.split import SplitData
+from reckd.data.split import SplitData, load_split
 from reckd.losses import Dims, HeadSpec, Outputs, Teacher, get, make_config, split_spec
 from reckd.models.ranker import Ranker, RankerConfig, count_parameters
 from reckd.train.io import read_json, write_json
@@ -68,20 +68,24 @@ def select_genres(data: SplitData, spec: str) -> list[str]:
 
 def sample_unrated(data: SplitData, genre: str, count: int, seed: int) -> tuple[Tensor, Tensor]:
     """``count`` distinct (user, item) pairs with the item in ``genre`` and no rating in any split
-    (so augmentation never touches a validation or test pair)."""
+    (so augmentation never touches a validation or test pair). Users and items are drawn in
+    proportion to their training ratings (plus one), so the pairs follow the popularity of the
+    rated ones rather than the long tail that the teacher knows least."""
     generator = torch.Generator().manual_seed(seed)
-    items = data.item_genre[:, data.genre_index(genre)].nonzero().squeeze(1).cpu()
+    train = data.rows("train").cpu()
+    in_genre = data.item_genre[:, data.genre_index(genre)].cpu()
+    user_weight = torch.bincount(data.user[train].cpu(), minlength=data.num_users).double() + 1
+    item_weight = (torch.bincount(data.item[train].cpu(), minlength=data.num_items).double() + 1) * in_genre
     rated = torch.unique(data.user.cpu() * data.num_items + data.item.cpu())
-    count = min(count, data.num_users * items.numel() - int(torch.isin(
-        rated % data.num_items, items).sum()))
+    free = data.num_users * int(in_genre.sum()) - int(in_genre[rated % data.num_items].sum())
+    count = min(count, free)
     keys = torch.empty(0, dtype=torch.int64)
     while keys.numel() < count:
         n = 2 * (count - keys.numel()) + 16
-        u = torch.randint(data.num_users, (n,), generator=generator)
-        i = items[torch.randint(items.numel(), (n,), generator=generator)]
-        new = u * data.num_items + i
-        new = new[~torch.isin(new, rated)]
-        keys = _first_unique(torch.cat([keys, new]))
+        users = torch.multinomial(user_weight, n, replacement=True, generator=generator)
+        items = torch.multinomial(item_weight, n, replacement=True, generator=generator)
+        new = users * data.num_items + items
+        keys = _first_unique(torch.cat([keys, new[~torch.isin(new, rated)]]))
     keys = keys[:count]
     device = data.rating.device
     return (keys // data.num_items).to(device), (keys % data.num_items).to(device)
@@ -99,51 +103,97 @@ def student_batch_size(config: DistillConfig, rows: int) -> int:
     return max(config.min_batch, min(config.train.batch_size, rows // config.min_steps))
 
 
+class _Runner:
+    """Everything a run needs, built once per process: the split, the frozen teacher, its output
+    cache, the method configs, and the augmentation pairs of each genre (made on first use)."""
+
+    def __init__(self, data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig) -> None:
+        self.data, self.out, self.config = data, Path(out), config
+        self.method_configs = {name: make_config(name, config.options.get(name, {}))
+                               for name, _ in map(split_spec, config.methods)}
+        self.teacher = load_teacher(teacher_dir, data.rating.device)
+        self.cache = cached_teacher_outputs(self.teacher, data, teacher_dir)
+        self.augmented: dict[str, Augmentation] = {}
+
+    def augmentation(self, genre: str) -> Augmentation:
+        if genre not in self.augmented:
+            count = self.config.augment * self.data.rows("train", genre).numel()
+            users, items = sample_unrated(self.data, genre, count, seed=self.data.genre_index(genre))
+            rating = teacher_outputs(self.teacher, self.data, users, items).prediction
+            self.augmented[genre] = Augmentation(users, items, rating, self.config.augment, self.config.aug_weight)
+        return self.augmented[genre]
+
+    def __call__(self, run: tuple[str, str, int]) -> dict | str:
+        """The run's result, or the message of a non-finite loss (the run is then left unfinished)."""
+        genre, spec, seed = run
+        name, aug = split_spec(spec)
+        run_dir = self.out / slug(genre) / slug(spec) / f"seed{seed}"
+        try:
+            return run_student(self.data, genre, name, spec, seed, self.method_configs[name], self.teacher,
+                               self.cache, HeadSpec("rating", self.data.levels),
+                               self.augmentation(genre) if aug else None, self.config, run_dir)
+        except NonFiniteLoss as error:
+            return f"{run_dir}: {error}"
+
+
+_WORKER: _Runner | None = None  # one per worker process of the pool (set by its initializer)
+
+
+def _start_worker(split_dir: str, teacher_dir: str, out: str, config: DistillConfig, threads: int) -> None:
+    global _WORKER
+    torch.set_num_threads(threads)
+    _WORKER = _Runner(load_split(split_dir), Path(teacher_dir), Path(out), config)
+
+
+def _work(run: tuple[str, str, int]) -> dict | str:
+    return _WORKER(run)
+
+
 def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig,
-            progress: bool = True) -> list[dict]:
+            progress: bool = True, workers: int = 1) -> list[dict]:
     """Run every genre × method × seed not finished yet; return all runs' results (finished before
-    or now). A run whose loss turns non-finite is reported on stderr and skipped."""
+    or now). ``workers`` > 1 trains that many students at once in CPU processes, each with an equal
+    share of the cores (faster than threads for models this small). A run whose loss turns
+    non-finite is reported on stderr, left unfinished, and named in the error raised at the end."""
     out = Path(out)
-    device = data.rating.device
-    specs = [split_spec(m) for m in config.methods]  # validates names before any work
-    method_configs = {name: make_config(name, config.options.get(name, {})) for name, _ in specs}
     for name in config.options:
-        if name not in method_configs:
+        if name not in {split_spec(m)[0] for m in config.methods}:
             raise ValueError(f"--set: options given for {name!r}, which is not in --methods")
+    if workers > 1 and data.rating.device.type != "cpu":
+        raise ValueError(f"--workers {workers}: parallel workers are for the CPU; on {data.rating.device} use 1")
     genres = select_genres(data, config.genres)
-    teacher = load_teacher(teacher_dir, device)
-    cache = cached_teacher_outputs(teacher, data, teacher_dir)
+    runner = _Runner(data, teacher_dir, out, config)  # validates the methods, computes the teacher cache
     write_json(out / "distill.json", {"split": str(Path(data.path).resolve()),
                                       "teacher": str(Path(teacher_dir).resolve()),
                                       "config": dataclasses.asdict(config)})
-    head = HeadSpec("rating", data.levels)
-    augmented: dict[str, Augmentation] = {}
-    results, failed = [], []
     runs = [(g, m, s) for g in genres for m in config.methods for s in config.seeds]
-    for genre, spec, seed in tqdm(runs, desc="distill", unit="run", disable=not progress, file=sys.stderr):
-        run_dir = out / slug(genre) / slug(spec) / f"seed{seed}"
-        if (run_dir / "result.json").is_file():
-            results.append(read_json(run_dir / "result.json"))
-            continue
-        name, aug = split_spec(spec)
-        augmentation = None
-        if aug:
-            if genre not in augmented:
-                train_count = data.rows("train", genre).numel()
-                users, items = sample_unrated(data, genre, config.augment * train_count,
-                                              seed=data.genre_index(genre))
-                rating = teacher_outputs(teacher, data, users, items).prediction
-                augmented[genre] = Augmentation(users, items, rating, config.augment, config.aug_weight)
-            augmentation = augmented[genre]
-        try:
-            results.append(run_student(data, genre, name, spec, seed, method_configs[name], teacher, cache,
-                                       head, augmentation, config, run_dir))
-        except NonFiniteLoss as error:
-            failed.append(f"{genre}/{spec}/seed{seed}: {error}")
-            print(f"reckd distill: run {run_dir} stopped: {error}", file=sys.stderr)
+    done = lambda run: out / slug(run[0]) / slug(run[1]) / f"seed{run[2]}" / "result.json"
+    results = [read_json(done(run)) for run in runs if done(run).is_file()]
+    # the largest genres first, so that parallel workers finish together
+    pending = sorted((run for run in runs if not done(run).is_file()),
+                     key=lambda run: -data.rows("train", run[0]).numel())
+    bar = tqdm(total=len(runs), initial=len(results), desc="distill", unit="run", disable=not progress,
+               file=sys.stderr)
+    if workers > 1 and len(pending) > 1:
+        threads = max(1, torch.get_num_threads() // workers)
+        context = torch.multiprocessing.get_context("spawn")
+        with context.Pool(workers, _start_worker, (str(data.path), str(teacher_dir), str(out), config, threads)) as pool:
+            outcomes = list(_progress(pool.imap_unordered(_work, pending), bar))
+    else:
+        outcomes = list(_progress(map(runner, pending), bar))
+    bar.close()
+    failed = [o for o in outcomes if isinstance(o, str)]
+    for message in failed:
+        print(f"reckd distill: run {message}", file=sys.stderr)
     if failed:
         raise NonFiniteLoss(f"{len(failed)} run(s) stopped on a non-finite loss:\n" + "\n".join(failed))
-    return results
+    return results + [o for o in outcomes if isinstance(o, dict)]
+
+
+def _progress(outcomes, bar):
+    for outcome in outcomes:
+        bar.update()
+        yield outcome
 
 
 def run_student(data: SplitData, genre: str, name: str, spec: str, seed: int, method_config,
