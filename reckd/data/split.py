@@ -91,15 +91,28 @@ class SplitData:
         n = round((self.rating_max - self.rating_min) / self.rating_step) + 1
         return tuple(self.rating_min + k * self.rating_step for k in range(n))
 
+    def to(self, device: torch.device | str) -> "SplitData":
+        """The same split with every tensor on ``device`` (batches are then built there)."""
+        moved = {k: (v.to(device) if isinstance(v, Tensor) else
+                     {n: t.to(device) for n, t in v.items()} if isinstance(v, dict) and k.endswith("features")
+                     else v) for k, v in self.__dict__.items()}
+        return SplitData(**moved)
+
     def rows(self, split: str, genre: str | None = None, teacher_only: bool = False) -> Tensor:
         """Row indices of a split (``train``/``val``/``test``), optionally of one genre's movies.
-        ``teacher_only`` keeps the rows of the teacher's pre-training set (train minus holdout genres)."""
+        ``teacher_only`` keeps only the teacher's rows: for ``train`` its pre-training set, for
+        ``val``/``test`` the ratings of movies outside the holdout genres."""
         mask = self.split == SPLIT_CODES[split]
         if teacher_only:
-            mask &= self.teacher
+            mask &= self.teacher if split == "train" else ~self.holdout_item()[self.item]
         if genre is not None:
             mask &= self.item_genre[self.item, self.genre_index(genre)]
         return mask.nonzero().squeeze(1)
+
+    def holdout_item(self) -> Tensor:
+        """[items] bool: the movie has a genre that the teacher must never see."""
+        holdout = [self.genre_index(g) for g in self.manifest.get("holdout_genres", [])]
+        return self.item_genre[:, holdout].any(1)
 
     def genre_index(self, genre: str) -> int:
         try:
@@ -120,7 +133,8 @@ class SplitData:
         total = int(genre_lengths.sum())
         # position of each genre id inside its bag, then its index into genre_values
         bag_start = torch.cumsum(genre_lengths, 0) - genre_lengths
-        within = torch.arange(total) - torch.repeat_interleave(bag_start, genre_lengths, output_size=total)
+        within = torch.arange(total, device=users.device) - torch.repeat_interleave(
+            bag_start, genre_lengths, output_size=total)
         genre_ids = self.genre_values[torch.repeat_interleave(starts, genre_lengths, output_size=total) + within]
         keys, values, lengths = [], [], []
         for feature in self.features:
@@ -130,11 +144,11 @@ class SplitData:
                 lengths.append(genre_lengths)
             else:
                 values.append(single[feature.name])
-                lengths.append(torch.ones(n, dtype=torch.int64))
+                lengths.append(torch.ones(n, dtype=torch.int64, device=users.device))
         kjt = KeyedJaggedTensor(keys=keys, values=torch.cat(values), lengths=torch.cat(lengths).int())
         if labels is None:
-            labels = torch.zeros(n)
-        return Batch(dense_features=torch.zeros(n, 0), sparse_features=kjt, labels=labels)
+            labels = torch.zeros(n, device=users.device)
+        return Batch(dense_features=torch.zeros(n, 0, device=users.device), sparse_features=kjt, labels=labels)
 
     def batch_rows(self, rows: Tensor) -> Batch:
         """The batch of rating rows ``rows`` (labels = their ratings)."""
