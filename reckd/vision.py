@@ -272,7 +272,7 @@ def run(config: VisionConfig, methods: Sequence[str], seeds: Sequence[int], devi
             val, train = stratified_take(y_all, labelled, config.val_fraction, rng)
             data = {k: (x, remap[y]) for k, (x, y) in
                     {"train": pick(train), "val": pick(val), "test": pick(in_task(test))}.items()}
-            view = TaskView(teacher, task.classes)
+            view = TaskView(teacher, task.classes).to(dev)
             head = HeadSpec("class", num_classes=len(task.classes))
             teacher_method = get("none")(make_config("none"), teacher.dims, teacher.dims, head).to(dev)
             rows.append(Row(task.name, "teacher", seed, evaluate(view, teacher_method, *data["test"]),
