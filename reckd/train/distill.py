@@ -215,7 +215,8 @@ def run_student(data: SplitData, genre: str, name: str, spec: str, seed: int, me
     method = method_class(method_config, Dims(*model.dims), Dims(*teacher.dims), head).to(data.rating.device)
     teacher_fn = None
     if method_class.needs_teacher:
-        method.prepare(cache.index(train_rows), teacher.head)
+        method.prepare(teacher_outputs(teacher, data, data.user[train_rows], data.item[train_rows], lower=True)
+                       if method_class.needs_live_teacher else cache.index(train_rows), teacher.head)
         if method_class.needs_live_teacher:
             def teacher_fn(rows, batch):
                 with torch.no_grad():

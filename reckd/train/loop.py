@@ -35,6 +35,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     patience: int = 4
     seed: int = 0
+    lr_patience: int = 0  # halve the learning rate after this many epochs without improvement (0: never)
 
 
 @dataclass
@@ -89,6 +90,8 @@ def fit(model: Ranker, method: Method, data: SplitData, train_rows: Tensor, val_
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     params = list(model.parameters()) + list(method.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=config.lr_patience - 1)
+               if config.lr_patience > 0 else None)
     best = FitResult(0, math.inf, 0, 0.0, {})
     started = time.perf_counter()
     aug_order = None
@@ -137,6 +140,8 @@ def fit(model: Ranker, method: Method, data: SplitData, train_rows: Tensor, val_
         if on_epoch is not None:
             on_epoch(record)
         best.epochs_run = epoch
+        if plateau is not None:
+            plateau.step(val)
         if val < best.best_val_rmse:
             best.best_epoch, best.best_val_rmse = epoch, val
             best.state = {"model": copy.deepcopy(model.state_dict()), "method": copy.deepcopy(method.state_dict())}

@@ -92,17 +92,16 @@ def load_teacher(run_dir: Path, device: torch.device | str = "cpu") -> Ranker:
 
 
 @torch.no_grad()
-def teacher_outputs(teacher: Ranker, data: SplitData, users: Tensor, items: Tensor,
+def teacher_outputs(teacher: Ranker, data: SplitData, users: Tensor, items: Tensor, lower: bool = False,
                     chunk: int = 65536) -> Outputs:
-    """The frozen teacher's prediction and higher state t_h on (user, item) pairs. The lower
-    state is not kept (no cached method uses it; Talking Models runs the teacher live)."""
-    preds, uppers = [], []
+    """The frozen teacher's prediction and higher state t_h on (user, item) pairs; the lower state
+    t_l only with ``lower`` (no cached method uses it; Talking Models runs the teacher live)."""
+    parts = []
     for start in range(0, users.numel(), chunk):
         out = teacher(data.batch(users[start:start + chunk], items[start:start + chunk]).sparse_features)
-        preds.append(out.prediction)
-        uppers.append(out.upper)
-    prediction = torch.cat(preds)
-    return Outputs(prediction, prediction.new_zeros(prediction.numel(), 0), torch.cat(uppers), None)
+        parts.append((out.prediction, out.lower if lower else out.lower[:, :0], out.upper))
+    prediction, t_l, t_h = (torch.cat(p) for p in zip(*parts))
+    return Outputs(prediction, t_l, t_h, None)
 
 
 def cached_teacher_outputs(teacher: Ranker, data: SplitData, teacher_dir: Path) -> Outputs:

@@ -1,0 +1,81 @@
+"""Regenerate the README's ML-100K tables: per-genre test RMSE of every method (mean ± std over
+seeds, best-validation epoch), dense/sparse macro-averages, improvement over ``none``, and each
+method's training cost per epoch relative to ``none``.
+
+    python benchmarks/ml100k.py                                   # the main job's methods
+    python benchmarks/ml100k.py --methods none,kd,fitnet,hybrid,dist,moe,talking,kd+aug,dist+aug \\
+        --out runs/ml-100k/bench-all
+
+Missing steps are done first (fetch through the mirror if needed, split random 80/10/10 seed 0,
+pre-train the teacher); finished runs are reused, so an interrupted benchmark resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+from data_prep import api as data_prep
+from reckd.cli.main import resolve_device
+from reckd.data.split import load_split
+from reckd.report import collect, render
+from reckd.train.distill import DistillConfig, distill
+from reckd.train.io import read_json
+from reckd.train.teacher import pretrain
+
+
+def cost_table(out: Path, methods: list[str]) -> str:
+    """Mean seconds per epoch of each method over all its runs, relative to ``none`` run-by-run
+    (same genre and seed), and mean epochs to the best validation epoch."""
+    results = [read_json(p) for p in out.glob("*/*/seed*/result.json")]
+    base = {(r["genre"], r["seed"]): r["seconds_per_epoch"] for r in results if r["method"] == "none"}
+    lines = ["| method | s / epoch (mean over runs) | relative to none | best epoch (mean) | extra parameters |",
+             "|---|---:|---:|---:|---:|"]
+    for m in methods:
+        rs = [r for r in results if r["method"] == m]
+        ratios = [r["seconds_per_epoch"] / base[r["genre"], r["seed"]] for r in rs if (r["genre"], r["seed"]) in base]
+        lines.append(f"| {m} | {statistics.fmean(r['seconds_per_epoch'] for r in rs):.3f} | "
+                     f"{statistics.fmean(ratios):.2f}× | {statistics.fmean(r['best_epoch'] for r in rs):.1f} | "
+                     f"{max(r['extra_parameters'] for r in rs):,} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="runs/ml-100k", help="folder for split/ and teacher/")
+    parser.add_argument("--out", default=None, help="distill folder (default ROOT/students)")
+    parser.add_argument("--methods", default="none,kd,kd+aug")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--genres", default="all")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    root = Path(args.root)
+    out = Path(args.out) if args.out else root / "students"
+    started = time.perf_counter()
+    if not (root / "split" / "manifest.json").is_file():
+        data_prep.fetch("ml-100k")
+        data_prep.prepare("ml-100k")
+        data_prep.split("ml-100k", root / "split", seed=0)
+    device = resolve_device(args.device)
+    data = load_split(root / "split").to(device)
+    if not (root / "teacher" / "result.json").is_file():
+        pretrain(data, root / "teacher")
+    methods = [m.strip() for m in args.methods.split(",")]
+    config = DistillConfig(genres=args.genres, methods=tuple(methods),
+                           seeds=tuple(int(s) for s in args.seeds.split(",")))
+    distill(data, root / "teacher", out, config, workers=args.workers if device.type == "cpu" else 1)
+    rows, methods, teacher = collect(out)
+    print(f"Teacher: {teacher['parameters']:,} parameters, test RMSE {teacher['test_rmse']:.4f} on "
+          f"{teacher['test_ratings']:,} ratings (best validation epoch {teacher['best_epoch']}).\n")
+    print(render(rows, methods, "markdown"))
+    print()
+    print(cost_table(out, methods))
+    print(f"\n(wall time of this command: {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
