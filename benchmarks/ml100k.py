@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 from data_prep import api as data_prep
-from reckd.cli.main import resolve_device
 from reckd.data.split import load_split
 from reckd.report import collect, render
 from reckd.train.distill import DistillConfig, distill
 from reckd.train.io import read_json
+from reckd.train.device import resolve_device
 from reckd.train.teacher import pretrain
 
 

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from reckd.losses import HeadSpec, Method, Outputs, Teacher, get, make_config, split_spec
 from reckd.losses.common import task_metric, teacher_label_loss
 from reckd.models.image import ImageClassifier, ImageConfig, TaskView
+from reckd.train.device import resolve_device
 
 
 # ---------------------------------------------------------------- the training loop
@@ -59,15 +60,6 @@ class FitResult:
     best_epoch: int
     epochs: int
     seconds: float
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cpu`` / ``cuda`` / ``cuda:N`` as given."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {spec}: CUDA is not available on this machine (use cpu or auto)")
-    return torch.device(spec)
 
 
 @torch.no_grad()

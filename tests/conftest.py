@@ -37,5 +37,6 @@ def synth_teacher(synth_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
     config = PretrainConfig()
     config.train = dataclasses.replace(config.train, epochs=8, batch_size=512, lr=3e-3)
+    config.restarts = 1
     summary = pretrain(synth_data, out, config)
     return out, summary

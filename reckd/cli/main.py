@@ -10,16 +10,7 @@ from pathlib import Path
 
 import torch
 
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when available, else CPU. ``cuda`` without a GPU is an error, not a fallback."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("reckd: error: --device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
-    if name not in ("cpu", "cuda"):
-        raise SystemExit(f"reckd: error: --device: expected auto, cpu or cuda, found {name!r}")
-    return torch.device(name)
+from reckd.train.device import resolve_device
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -57,12 +48,14 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     config = PretrainConfig()
     config.train = dataclasses.replace(config.train, seed=args.seed, epochs=args.epochs or config.train.epochs)
+    config.restarts = args.restarts or config.restarts
     data = _load(args.split_dir, device)
     summary = pretrain(data, Path(args.out), config,
                        on_epoch=lambda r: print(f"epoch {r['epoch']:3d}  val RMSE {r['val_rmse']:.4f}",
-                                                file=sys.stderr))
+                                                file=sys.stderr, flush=True))
     print(f"teacher: test RMSE {summary['test_rmse']:.4f} on {summary['test_ratings']} ratings "
-          f"(best validation epoch {summary['best_epoch']}, val RMSE {summary['val_rmse']:.4f}, "
+          f"(restart {summary['restart']} of {config.restarts}, best validation epoch {summary['best_epoch']}, "
+          f"val RMSE {summary['val_rmse']:.4f}, "
           f"{summary['parameters']:,} parameters) -> {args.out}")
 
 
@@ -101,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("split_dir")
     p.add_argument("--out", required=True, help="run folder for the teacher")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--restarts", type=int, default=0,
+                   help="starts from seeds SEED, SEED+1, …; the best on validation is kept (default: 2)")
     p.add_argument("--epochs", type=int, default=0, help="maximum epochs (default: the config's)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda")
     p.set_defaults(func=cmd_pretrain)
@@ -128,12 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="also write a bar chart of the improvements to this PNG")
     p.set_defaults(func=cmd_report)
 
-    try:
-        from reckd.cli import vision
-    except ImportError:  # pragma: no cover - the vision task is optional at import time
-        vision = None
-    if vision is not None:
-        vision.register(sub)
+    from reckd.cli import vision  # imported here: it reuses this module's flag parsers
+
+    vision.register(sub)
     return parser
 
 

@@ -216,7 +216,7 @@ def run_student(data: SplitData, genre: str, name: str, spec: str, seed: int, me
     teacher_fn = None
     if method_class.needs_teacher:
         method.prepare(teacher_outputs(teacher, data, data.user[train_rows], data.item[train_rows], lower=True)
-                       if method_class.needs_live_teacher else cache.index(train_rows), teacher.head)
+                       if method_class.needs_live_teacher else cache.index(train_rows), teacher.head_layer)
         if method_class.needs_live_teacher:
             def teacher_fn(rows, batch):
                 with torch.no_grad():
