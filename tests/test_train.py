@@ -11,7 +11,7 @@ import torch
 
 from reckd.losses import Dims, HeadSpec, Method, get, make_config
 from reckd.models.ranker import Ranker, RankerConfig
-from reckd.report import collect, render
+from reckd.report import collect, plot, render
 from reckd.train.distill import DistillConfig, distill, sample_unrated, select_genres, slug
 from reckd.train.io import read_json
 from reckd.train.loop import NonFiniteLoss, TrainConfig, fit
@@ -75,7 +75,7 @@ def test_resume_skips_finished_runs(distilled, synth_data, synth_teacher):
     assert by_key(again) == by_key(results)
 
 
-def test_report_equals_run_folders(distilled):
+def test_report_equals_run_folders(distilled, tmp_path):
     out, results, _ = distilled
     rows, methods, teacher = collect(out)
     assert methods == ["none", "kd", "kd+aug"]
@@ -91,6 +91,8 @@ def test_report_equals_run_folders(distilled):
     markdown = render(rows, methods, "markdown")
     assert f"{table['Action'].methods['kd'].mean:.4f}" in markdown
     assert render(rows, methods, "csv").splitlines()[0].startswith("genre,class,test_ratings,teacher_rmse,none_rmse")
+    plot(rows, methods, tmp_path / "improvement.png")
+    assert (tmp_path / "improvement.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_augmentation_pairs_are_unrated_genre_pairs(synth_data):
