@@ -9,12 +9,17 @@ on the same training ratings at the same batch size, in this process, one after 
   ``0.9·MSE(ŷ, y) + MSE(ŷ, ŷ_T)``, no validation.
 
     python benchmarks/throughput.py runs/ml-100k/split --teacher runs/ml-100k/teacher
+
+Each loop is measured in one process (all cores as torch threads) and as ``--workers`` processes
+training at once with one thread each, as ``reckd distill --workers`` does; the latter reports the
+summed ratings/s.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -100,6 +105,22 @@ def reference_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epoc
     return epochs * rows.numel() / (time.perf_counter() - start)
 
 
+def _measure(job: tuple[str, str, str, int, int, int]) -> float:
+    loop, split_dir, teacher_dir, batch, epochs, threads = job
+    torch.set_num_threads(threads)
+    data = load_split(split_dir)
+    rate = reckd_rate if loop == "reckd" else reference_rate
+    return rate(data, Path(teacher_dir), data.rows("train"), batch, epochs)
+
+
+def measure(loop: str, args, workers: int) -> float:
+    """Ratings/s of ``loop``: one process, or ``workers`` processes at once (summed)."""
+    if workers == 1:
+        return _measure((loop, args.split_dir, args.teacher, args.batch, args.epochs, torch.get_num_threads()))
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return sum(pool.map(_measure, [(loop, args.split_dir, args.teacher, args.batch, args.epochs, 1)] * workers))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("split_dir", nargs="?", default="runs/ml-100k/split")
@@ -107,19 +128,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats; the best of each is kept")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the parallel figure")
     args = parser.parse_args()
-    data = load_split(args.split_dir)
-    rows = data.rows("train")
-    reckd, reference = [], []
-    for _ in range(args.repeats):  # alternate, so a noisy neighbour slows both alike
-        reckd.append(reckd_rate(data, Path(args.teacher), rows, args.batch, args.epochs))
-        reference.append(reference_rate(data, Path(args.teacher), rows, args.batch, args.epochs))
-    best, ref = max(reckd), max(reference)
-    print(f"| loop | ratings/s (best of {args.repeats}, batch {args.batch}, {torch.get_num_threads()} threads) |")
-    print("|---|---:|")
-    print(f"| reckd `fit` (torchrec EBC + KJT, kd from the teacher cache, validation each epoch) | {best:,.0f} |")
-    print(f"| plain PyTorch reference (nn.EmbeddingBag, same sizes, no validation) | {ref:,.0f} |")
-    print(f"| ratio reckd / reference | {best / ref:.2f} |")
+    print(f"| loop | processes × threads | ratings/s (best of {args.repeats}, batch {args.batch}) |")
+    print("|---|---|---:|")
+    for workers in sorted({1, args.workers}):
+        reckd, reference = [], []
+        for _ in range(args.repeats):  # alternate, so a noisy neighbour slows both alike
+            reckd.append(measure("reckd", args, workers))
+            reference.append(measure("reference", args, workers))
+        layout = f"1 × {torch.get_num_threads()}" if workers == 1 else f"{workers} × 1"
+        print(f"| reckd `fit` (torchrec EBC + KJT, kd from the teacher cache, validation each epoch) | {layout} | "
+              f"{max(reckd):,.0f} |")
+        print(f"| plain PyTorch reference (nn.EmbeddingBag, same sizes, no validation) | {layout} | {max(reference):,.0f} |")
+        print(f"| ratio reckd / reference | {layout} | {max(reckd) / max(reference):.2f} |")
 
 
 if __name__ == "__main__":
