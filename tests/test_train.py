@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import statistics
 
 import pytest
@@ -148,3 +149,14 @@ def test_parallel_workers_finish_every_run(synth_data, synth_teacher, tmp_path):
     assert sorted((r["method"], r["seed"]) for r in results) == [("kd+aug", 0), ("kd+aug", 1), ("none", 0), ("none", 1)]
     assert all((tmp_path / "Action" / slug(r["method"]) / f"seed{r['seed']}" / "result.json").is_file() for r in results)
     assert all(math.isfinite(r["test_rmse"]) and r["epochs_run"] == 2 for r in results)
+
+
+def test_resume_refuses_another_teacher(distilled, synth_data, synth_teacher, tmp_path):
+    out, _, _ = distilled
+    other = tmp_path / "teacher"
+    shutil.copytree(synth_teacher[0], other)
+    checkpoint = torch.load(other / "checkpoint.pt", weights_only=True)
+    checkpoint["model"]["head_layer.bias"] += 1.0
+    torch.save(checkpoint, other / "checkpoint.pt")
+    with pytest.raises(ValueError, match="teacher_sha256 .* use a new --out"):
+        distill(synth_data, other, out, _config(), progress=False)

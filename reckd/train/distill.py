@@ -8,6 +8,7 @@ marks the run finished, so an interrupted ``distill`` resumes by skipping those 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import shutil
 import sys
@@ -162,10 +163,16 @@ def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig
     if workers > 1 and data.rating.device.type != "cpu":
         raise ValueError(f"--workers {workers}: parallel workers are for the CPU; on {data.rating.device} use 1")
     genres = select_genres(data, config.genres)
+    made_with = {"split": str(Path(data.path).resolve()), "teacher": str(Path(teacher_dir).resolve()),
+                 "teacher_sha256": hashlib.sha256((Path(teacher_dir) / "checkpoint.pt").read_bytes()).hexdigest()}
+    if (out / "distill.json").is_file():  # resuming: the finished runs must come from this teacher and split
+        before = read_json(out / "distill.json")
+        for key in ("split", "teacher_sha256"):
+            if key in before and before[key] != made_with[key]:
+                raise ValueError(f"{out / 'distill.json'}: {key} is {before[key]!r}, but this run has {made_with[key]!r}; "
+                                 f"its finished runs belong to another teacher or split — use a new --out")
     runner = _Runner(data, teacher_dir, out, config)  # validates the methods, computes the teacher cache
-    write_json(out / "distill.json", {"split": str(Path(data.path).resolve()),
-                                      "teacher": str(Path(teacher_dir).resolve()),
-                                      "config": dataclasses.asdict(config)})
+    write_json(out / "distill.json", {**made_with, "config": dataclasses.asdict(config)})
     runs = [(g, m, s) for g in genres for m in config.methods for s in config.seeds]
     done = lambda run: out / slug(run[0]) / slug(run[1]) / f"seed{run[2]}" / "result.json"
     results = [read_json(done(run)) for run in runs if done(run).is_file()]
