@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import statistics
@@ -37,19 +38,29 @@ def _cell(values: list[float]) -> Cell:
     return Cell(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
 
 
-def collect(run_dir: Path) -> tuple[list[Row], list[str], dict]:
+def collect(run_dir: Path, only: list[str] | None = None) -> tuple[list[Row], list[str], dict]:
     """Rows per genre plus dense/sparse macro-average rows, the method order, and the teacher's
-    result. Macro-averages: per seed, the mean over the class's genres; then mean ± std over seeds."""
+    result. Macro-averages: per seed, the mean over the class's genres; then mean ± std over seeds.
+    ``only``: report just these methods (in this order)."""
     run_dir = Path(run_dir)
     if not (run_dir / "distill.json").is_file():
         raise FileNotFoundError(f"{run_dir / 'distill.json'}: missing; expected a `reckd distill --out` folder")
     info = read_json(run_dir / "distill.json")
     manifest = read_json(Path(info["split"]) / "manifest.json")
-    teacher = read_json(Path(info["teacher"]) / "result.json")
+    teacher_dir = Path(info["teacher"])
+    if "teacher_sha256" in info and hashlib.sha256((teacher_dir / "checkpoint.pt").read_bytes()).hexdigest() \
+            != info["teacher_sha256"]:
+        raise ValueError(f"{teacher_dir / 'checkpoint.pt'}: the teacher changed after the students in {run_dir} "
+                         f"were distilled; its RMSE would not be the one they learned from")
+    teacher = read_json(teacher_dir / "result.json")
     results = [read_json(p) for p in sorted(run_dir.glob("*/*/seed*/result.json"))]
     if not results:
         raise FileNotFoundError(f"{run_dir}: no finished runs (no */*/seed*/result.json)")
-    methods = [m for m in info["config"]["methods"] if any(r["method"] == m for r in results)]
+    methods = [m for m in (only or info["config"]["methods"]) if any(r["method"] == m for r in results)]
+    if only and len(methods) < len(only):
+        missing = sorted(set(only) - set(methods))
+        raise ValueError(f"--methods: no finished runs of {', '.join(missing)} in {run_dir}")
+    results = [r for r in results if r["method"] in methods]
     by_key: dict[tuple[str, str], dict[int, float]] = {}
     for r in results:
         by_key.setdefault((r["genre"], r["method"]), {})[r["seed"]] = r["test_rmse"]

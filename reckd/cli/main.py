@@ -76,7 +76,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from reckd.report import collect, plot, render
 
-    rows, methods, teacher = collect(Path(args.run_dir))
+    rows, methods, teacher = collect(Path(args.run_dir), list(_csv(args.methods)) if args.methods else None)
     print(render(rows, methods, args.format))
     if args.format == "table":
         print(f"\nRMSE on each genre's test ratings, mean ± std over seeds; each run reports the epoch with the "
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="the per-genre RMSE table of a distill folder")
     p.add_argument("run_dir")
     p.add_argument("--format", default="table", choices=["table", "csv", "json", "markdown"])
+    p.add_argument("--methods", help="report only these methods, in this order (default: all, as run)")
     p.add_argument("--plot", help="also write a bar chart of the improvements to this PNG")
     p.set_defaults(func=cmd_report)
 
