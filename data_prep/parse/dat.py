@@ -7,7 +7,7 @@ import polars as pl
 
 from data_prep.errors import DataPrepError
 from data_prep.parse.table import TextFile, cast_column, read_fields
-from data_prep.parse.tables import Tables, split_genres, title_and_year, typed_ratings
+from data_prep.parse.tables import Tables, typed_movies, typed_ratings
 
 # ML-1M README, "USERS FILE DESCRIPTION": Occupation is chosen from these codes.
 ML1M_OCCUPATIONS = (
@@ -23,15 +23,7 @@ def parse_ratings_dat(ratings: TextFile) -> pl.DataFrame:
 
 
 def parse_movies_dat(movies: TextFile) -> pl.DataFrame:
-    raw = read_fields(movies, "::", ("item_id", "title", "genres"))
-    title, year = title_and_year(pl.col("title"))
-    return raw.select(
-        cast_column(raw, "item_id", pl.Int64, movies.name, "an integer movie id"),
-        title.alias("title"),
-        year.alias("year"),
-        split_genres(pl.col("genres"), "|").alias("genres"),
-        pl.col("line"),
-    )
+    return typed_movies(read_fields(movies, "::", ("item_id", "title", "genres")), movies.name, "an integer movie id")
 
 
 def parse_users_dat(users: TextFile) -> pl.DataFrame:

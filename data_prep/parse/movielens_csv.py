@@ -9,8 +9,8 @@ import io
 import polars as pl
 
 from data_prep.errors import DataPrepError
-from data_prep.parse.table import TextFile, cast_column, read_fields
-from data_prep.parse.tables import Tables, split_genres, title_and_year, typed_ratings
+from data_prep.parse.table import TextFile, read_fields
+from data_prep.parse.tables import Tables, typed_movies, typed_ratings
 
 RATINGS_HEADER = "userId,movieId,rating,timestamp"
 MOVIES_HEADER = ("movieId", "title", "genres")
@@ -37,14 +37,7 @@ def parse_movies_csv(movies: TextFile) -> pl.DataFrame:
         raise DataPrepError(f"{movies.name} line {reader.line_num}: expected a CSV row, found {err}") from None
     raw = pl.DataFrame(rows, schema={"item_id": pl.String, "title": pl.String, "genres": pl.String}, orient="row")
     raw = raw.with_columns(pl.Series("line", lines, dtype=pl.Int64))
-    title, year = title_and_year(pl.col("title"))
-    return raw.select(
-        cast_column(raw, "item_id", pl.Int64, movies.name, "an integer movieId"),
-        title.alias("title"),
-        year.alias("year"),
-        split_genres(pl.col("genres"), "|").alias("genres"),
-        pl.col("line"),
-    )
+    return typed_movies(raw, movies.name, "an integer movieId")
 
 
 def parse_movielens_csv(ratings: TextFile, movies: TextFile) -> Tables:

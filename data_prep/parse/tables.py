@@ -54,3 +54,16 @@ def split_genres(genres: pl.Expr, sep: str) -> pl.Expr:
         .then(pl.lit([], dtype=pl.List(pl.String)))
         .otherwise(listed.str.split(sep))
     )
+
+
+def typed_movies(raw: pl.DataFrame, file: str, id_what: str) -> pl.DataFrame:
+    """item_id, title, year, genres, line from the string columns item_id, title (`Name (YYYY)`) and
+    `|`-separated genres that the `.dat` and CSV movie files share; ``id_what`` names the id in errors."""
+    title, year = title_and_year(pl.col("title"))
+    return raw.select(
+        cast_column(raw, "item_id", pl.Int64, file, id_what),
+        title.alias("title"),
+        year.alias("year"),
+        split_genres(pl.col("genres"), "|").alias("genres"),
+        pl.col("line"),
+    )
