@@ -12,6 +12,15 @@ from data_prep.split import split
 from data_prep.synth import SynthConfig, synth
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models: one intra-op thread is fastest (and avoids oversubscribing shared CPUs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def synth_split(tmp_path_factory):
     """20k ratings, 300 users, 200 items, 6 genres, random 80/10/10 split."""

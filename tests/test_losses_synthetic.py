@@ -74,13 +74,7 @@ def run_method(name: str, kind: str, student_head: str, data: dict, teacher: Sta
     return evaluate(student, method, *data["test"])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is fastest (and avoids oversubscribing shared CPUs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the fixture in conftest.py
 
 
 @pytest.mark.parametrize("kind,student_head", [("class", "class"), ("rating", "scalar"), ("rating", "levels")])

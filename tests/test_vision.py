@@ -21,12 +21,7 @@ QUICK = VisionConfig(tasks=("0-2:8",), teacher_fit=FitConfig(epochs=8, patience=
                      student_fit=FitConfig(epochs=15, patience=5))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the fixture in conftest.py
 
 
 def test_staged_models_expose_taps_and_a_task_view():
