@@ -177,8 +177,8 @@ def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig
     done = lambda run: out / slug(run[0]) / slug(run[1]) / f"seed{run[2]}" / "result.json"
     results = [read_json(done(run)) for run in runs if done(run).is_file()]
     # the largest genres first, so that parallel workers finish together
-    pending = sorted((run for run in runs if not done(run).is_file()),
-                     key=lambda run: -data.rows("train", run[0]).numel())
+    size = {genre: data.rows("train", genre).numel() for genre in genres}
+    pending = sorted((run for run in runs if not done(run).is_file()), key=lambda run: -size[run[0]])
     bar = tqdm(total=len(runs), initial=len(results), desc="distill", unit="run", disable=not progress,
                file=sys.stderr)
     if workers > 1 and len(pending) > 1:
