@@ -27,9 +27,10 @@ def fetch(dataset: str, data_dir: str | Path | None = None, source: str = "auto"
     return _fetch(dataset, data_dir, source, md5)
 
 
-def prepare(dataset: str, data_dir: str | Path | None = None) -> Path:
-    """Parse the fetched files into `DATA_DIR/DATASET/canonical/` (parquet + source.json); returns it."""
-    return _prepare(dataset, data_dir)
+def prepare(dataset: str, data_dir: str | Path | None = None, duplicates: str = "error") -> Path:
+    """Parse the fetched files into `DATA_DIR/DATASET/canonical/` (parquet + source.json); returns it.
+    `duplicates`: "error" (a pair rated twice names both lines) or "keep-latest"."""
+    return _prepare(dataset, data_dir, duplicates)
 
 
 def split(dataset: str, out: str | Path, data_dir: str | Path | None = None, scheme: str = "random",

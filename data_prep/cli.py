@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from data_prep import api, paths
+from data_prep.canonical import DUPLICATES
 from data_prep.config import DEFAULT_MIN_TEST_RATINGS, DEFAULT_SPARSE_BELOW, SCHEMES, parse_genre_list
 from data_prep.datasets import DATASETS
 from data_prep.errors import DataPrepError
@@ -32,6 +33,9 @@ def parser() -> argparse.ArgumentParser:
 
     prepare = sub.add_parser("prepare", parents=[data_dir], help="parse fetched files into canonical parquet")
     prepare.add_argument("dataset", metavar="DATASET")
+    prepare.add_argument("--duplicates", default="error", choices=DUPLICATES,
+                         help="a (user, item) rated more than once: error (default, naming both lines) or "
+                              "keep-latest (keep the latest rating by timestamp; the count dropped goes to source.json)")
 
     split = sub.add_parser("split", parents=[data_dir], help="assign ratings to train/val/test, write a split folder")
     split.add_argument("dataset", metavar="DATASET", help="an official dataset or a name written by `synth`")
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace) -> None:
         record = json.loads((raw / "fetch.json").read_text(encoding="utf-8"))
         print(f"{args.dataset}: {record['source']} ({record['origin']}, {record['checksum']}) -> {raw}")
     elif args.command == "prepare":
-        canonical = api.prepare(args.dataset, args.data_dir)
+        canonical = api.prepare(args.dataset, args.data_dir, args.duplicates)
         ratings = pl.read_parquet(canonical / "ratings.parquet", columns=["user_id", "item_id"])
         print(f"{args.dataset}: {ratings.height} ratings, {ratings['user_id'].n_unique()} users, "
               f"{ratings['item_id'].n_unique()} items -> {canonical}")

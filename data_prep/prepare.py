@@ -33,17 +33,22 @@ def parse_raw(raw: RawFiles, dataset: str) -> Tables:
     return parse_movielens_csv(raw.text("ratings.csv", "utf-8"), raw.text("movies.csv", "utf-8"))
 
 
-def prepare(dataset: str, data_dir: str | Path | None = None) -> Path:
-    """Parse the fetched files of `dataset` and write `DATA_DIR/DATASET/canonical/`; returns that folder."""
+def prepare(dataset: str, data_dir: str | Path | None = None, duplicates: str = "error") -> Path:
+    """Parse the fetched files of `dataset` and write `DATA_DIR/DATASET/canonical/`; returns that folder.
+
+    A (user_id, item_id) rated twice is an error naming both lines; `duplicates="keep-latest"` keeps the
+    latest rating of each pair instead, and source.json records how many were dropped."""
     spec = spec_for(dataset)
     root = paths.data_dir(data_dir)
     raw = RawFiles.load(paths.raw_dir(dataset, root), dataset)
-    ratings, items, users = canonical_tables(parse_raw(raw, dataset), spec.scale)
+    tables = parse_raw(raw, dataset)
+    ratings, items, users = canonical_tables(tables, spec.scale, duplicates)
     source = {
         "dataset": dataset,
         "source": raw.record["source"],
         "checksum": raw.record["checksum"],
         "layout": raw.layout,
         "rating_scale": spec.scale.as_dict(),
+        "duplicates": {"policy": duplicates, "dropped": tables.ratings.height - ratings.height},
     }
     return write_canonical(paths.canonical_dir(dataset, root), ratings, items, users, source)

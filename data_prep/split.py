@@ -9,7 +9,7 @@ import polars as pl
 
 from data_prep import atomic, paths
 from data_prep.assign import TEST, TRAIN, VAL, random_codes, temporal_codes
-from data_prep.canonical import RATINGS_ORDER, copy_table, read_source
+from data_prep.canonical import RATINGS_ORDER, check_pairs, copy_table, read_source
 from data_prep.config import SplitConfig
 from data_prep.datasets import DATASETS
 from data_prep.errors import DataPrepError
@@ -83,7 +83,10 @@ def split(dataset: str, out: str | Path, data_dir: str | Path | None = None, con
     source = read_source(canonical, dataset)
     items = pl.read_parquet(canonical / "items.parquet")
     check_holdout(items, config)
-    ratings = assign(pl.read_parquet(canonical / "ratings.parquet"), items, config)
+    ratings = pl.read_parquet(canonical / "ratings.parquet")
+    check_pairs(ratings.with_row_index("line", offset=1), str(canonical / "ratings.parquet"), unit="row",
+                hint="; canonical data holds one rating per pair (`data_prep prepare --duplicates keep-latest`)")
+    ratings = assign(ratings, items, config)
     if not ratings["teacher"].any():
         raise DataPrepError(
             f"--holdout-genres: expected the teacher to keep some training ratings, found none after holding out "
