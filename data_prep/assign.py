@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-TRAIN, VAL, TEST = 0, 1, 2
+TRAIN, VAL, TEST = 0, 1, 2  # the one definition of the `split` column's codes; reckd imports these
+SPLIT_CODES = {"train": TRAIN, "val": VAL, "test": TEST}
 
 
 def share(fraction: float, n: int | np.ndarray) -> np.ndarray | int:

@@ -1,5 +1,6 @@
 """`split`: assign every rating to train/val/test (before any genre filtering), mark the teacher's
-pre-training ratings, and write a self-contained split folder with `manifest.json`."""
+pre-training ratings, and write a self-contained split folder with `manifest.json`, which carries the
+split's content fingerprint (`data_prep.fingerprint`) and spells out the split codes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,14 +9,17 @@ from typing import Any
 import polars as pl
 
 from data_prep import atomic, paths
-from data_prep.assign import TEST, TRAIN, VAL, random_codes, temporal_codes
+from data_prep.assign import SPLIT_CODES, TEST, TRAIN, VAL, random_codes, temporal_codes
 from data_prep.canonical import RATINGS_ORDER, check_pairs, copy_table, read_source
 from data_prep.config import SplitConfig
 from data_prep.datasets import DATASETS
 from data_prep.errors import DataPrepError
+from data_prep.fingerprint import split_fingerprint
 from data_prep.genres import genre_table, holdout_items, item_genres
 
-FORMAT = 1
+FORMAT = 2  # 2: adds fingerprint, split_codes, teacher_flag
+TEACHER_FLAG = ("true: a training rating (split 0) of a movie with no holdout genre, i.e. the teacher's "
+                "pre-training set; false: every other rating")
 
 
 def canonical_for(dataset: str, root: Path) -> Path:
@@ -71,6 +75,9 @@ def manifest(dataset: str, source: dict[str, Any], config: SplitConfig, ratings:
             "users": ratings["user_id"].n_unique(), "items": ratings["item_id"].n_unique(),
         },
         "genres": genres,
+        "fingerprint": split_fingerprint(ratings, config, source["rating_scale"]),
+        "split_codes": {str(code): name for name, code in SPLIT_CODES.items()},
+        "teacher_flag": TEACHER_FLAG,
     }
 
 

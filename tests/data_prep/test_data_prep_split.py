@@ -36,7 +36,7 @@ def test_schema_and_contract_fields(holdout_split):
                                     "timestamp": pl.Int64, "split": pl.Int8, "teacher": pl.Boolean}
     assert sorted(p.name for p in holdout_split.iterdir()) == ["items.parquet", "manifest.json", "ratings.parquet", "users.parquet"]
     assert {k: m[k] for k in ("format", "dataset", "source", "scheme", "seed", "val", "test", "holdout_genres")} == {
-        "format": 1, "dataset": "synth", "source": "synth", "scheme": "random", "seed": 7, "val": 0.1, "test": 0.1,
+        "format": 2, "dataset": "synth", "source": "synth", "scheme": "random", "seed": 7, "val": 0.1, "test": 0.1,
         "holdout_genres": ["Adventure", "Crime"]}
     assert m["source_checksum"].startswith("sha256:") and m["rating_scale"] == {"min": 1.0, "max": 5.0, "step": 1.0}
     assert m["rule"]["sparse_below_share"] == 0.05 and m["rule"]["min_test_ratings"] == 20
