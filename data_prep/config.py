@@ -30,8 +30,9 @@ class SplitConfig:
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise DataPrepError(f"--scheme: expected one of {', '.join(SCHEMES)}, found {self.scheme!r}")
-        if not (0 <= self.val < 1):
-            raise DataPrepError(f"--val: expected a fraction in [0, 1), found {self.val}")
+        if not (0 < self.val < 1):  # reckd needs validation ratings for early stopping
+            raise DataPrepError(f"--val: expected a fraction in (0, 1) (validation ratings pick the best epoch), "
+                                f"found {self.val}")
         if not (0 < self.test < 1):
             raise DataPrepError(f"--test: expected a fraction in (0, 1), found {self.test}")
         if self.val + self.test >= 1:

@@ -53,6 +53,26 @@ def assign(ratings: pl.DataFrame, items: pl.DataFrame, config: SplitConfig) -> p
     return ratings.with_columns(teacher.alias("teacher"))
 
 
+def check_nonempty(ratings: pl.DataFrame, config: SplitConfig) -> None:
+    """Train, validation and test each get at least one rating; fractions too small for the data are an error
+    naming the flag and the counts (an empty validation set would only fail later, in training)."""
+    counts = ratings["split"].value_counts()
+    n = dict(zip(counts["split"].to_list(), counts["count"].to_list()))
+    found = (f"train {n.get(TRAIN, 0)}, val {n.get(VAL, 0)}, test {n.get(TEST, 0)} of {ratings.height} ratings")
+    if config.scheme == "random":
+        rounding = "round({f} × {n}) = 0".replace("{n}", str(ratings.height))
+    else:
+        most = ratings["user_id"].value_counts()["count"].max()
+        rounding = f"round({{f}} × a user's ratings) = 0 for every user (the most active has {most})"
+    for flag, fraction, code, what in (("--val", config.val, VAL, "validation"), ("--test", config.test, TEST, "test")):
+        if n.get(code, 0) == 0:
+            raise DataPrepError(f"{flag} {fraction}: expected at least one {what} rating, found {found} "
+                                f"({rounding.format(f=fraction)}); raise {flag}")
+    if n.get(TRAIN, 0) == 0:
+        raise DataPrepError(f"--val {config.val}/--test {config.test}: expected training ratings left, found {found}; "
+                            f"lower --val/--test")
+
+
 def manifest(dataset: str, source: dict[str, Any], config: SplitConfig, ratings: pl.DataFrame,
              genres: dict[str, Any]) -> dict[str, Any]:
     split = ratings["split"]
@@ -94,6 +114,7 @@ def split(dataset: str, out: str | Path, data_dir: str | Path | None = None, con
     check_pairs(ratings.with_row_index("line", offset=1), str(canonical / "ratings.parquet"), unit="row",
                 hint="; canonical data holds one rating per pair (`data_prep prepare --duplicates keep-latest`)")
     ratings = assign(ratings, items, config)
+    check_nonempty(ratings, config)
     if not ratings["teacher"].any():
         raise DataPrepError(
             f"--holdout-genres: expected the teacher to keep some training ratings, found none after holding out "

@@ -193,7 +193,8 @@ def test_unknown_dataset(tmp_path, call):
     ({"holdout_genres": "Drama,"}, "found an empty name at position 2"),
     ({"val": 0.5, "test": 0.5}, r"--val/--test: expected fractions that sum below 1 \(train keeps the rest\), found 0.5 \+ 0.5 = 1"),
     ({"val": 0.6, "test": 0.7}, "found 0.6 \\+ 0.7 = 1.3"),
-    ({"val": -0.1}, r"--val: expected a fraction in \[0, 1\), found -0.1"),
+    ({"val": -0.1}, r"--val: expected a fraction in \(0, 1\) \(validation ratings pick the best epoch\), found -0.1"),
+    ({"val": 0.0}, r"--val: expected a fraction in \(0, 1\) .*, found 0.0"),
     ({"test": 0.0}, r"--test: expected a fraction in \(0, 1\), found 0.0"),
     ({"scheme": "leave-one-out"}, "--scheme: expected one of random, temporal, found 'leave-one-out'"),
     ({"sparse_below": 1.5}, r"--sparse-below: expected a share in \(0, 1\)"),
@@ -277,3 +278,24 @@ def test_empty_files_and_lines(official_zip, tmp_path, text, expected):
         expected = "ratings.csv line 1: expected header 'userId,movieId,rating,timestamp', found ''"
     with pytest.raises(DataPrepError, match=expected):
         prepare_with(official_zip, tmp_path, "ml-20m", ratings_csv=text.encode())
+
+
+# --- empty validation or test sets ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"val": 0.00002}, r"--val 2e-05: expected at least one validation rating, found train 18000, val 0, test 2000 "
+                       r"of 20000 ratings \(round\(2e-05 × 20000\) = 0\); raise --val"),
+    ({"test": 0.00002}, r"--test 2e-05: expected at least one test rating, found train 18000, val 2000, test 0 "
+                        r"of 20000 ratings \(round\(2e-05 × 20000\) = 0\); raise --test"),
+    ({"scheme": "temporal", "val": 0.004}, r"--val 0.004: expected at least one validation rating, found .* val 0, "
+                                           r".*\(round\(0.004 × a user's ratings\) = 0 for every user \(the most active has \d+\)\)"),
+])
+def test_fractions_that_round_to_no_rating_are_refused(small_synth, tmp_path, kwargs, expected):
+    with pytest.raises(DataPrepError, match=expected):
+        split("synth", tmp_path / "split", small_synth, **kwargs)
+    assert not (tmp_path / "split").exists()
+
+
+def test_smallest_fractions_that_leave_one_rating_pass(small_synth, tmp_path):
+    m = split("synth", tmp_path / "split", small_synth, val=0.5 / 20_000, test=0.5 / 20_000)  # round(0.5) = 1
+    assert (m["counts"]["val"], m["counts"]["test"]) == (1, 1)

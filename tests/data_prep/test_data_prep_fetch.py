@@ -75,7 +75,8 @@ def test_pipeline_rerun_is_byte_identical(offline_with_mirror, tmp_path):
         root = tmp_path / run
         fetch("ml-100k", root)
         canonical = prepare("ml-100k", root)
-        split("ml-100k", root / "split", root, seed=3, holdout_genres=["Musical"], min_test_ratings=0)
+        split("ml-100k", root / "split", root, seed=3, val=0.25, test=0.25, holdout_genres=["Musical"],
+              min_test_ratings=0)  # 4 ratings: 1 val, 1 test
         outputs.append({f"{folder.name}/{p.name}": p.read_bytes() for folder in (canonical, root / "split")
                         for p in folder.iterdir()})
     assert outputs[0] == outputs[1] and len(outputs[0]) == 8
