@@ -68,10 +68,11 @@ def main() -> None:
     config = DistillConfig(genres=args.genres, methods=tuple(methods),
                            seeds=tuple(int(s) for s in args.seeds.split(",")))
     distill(data, root / "teacher", out, config, workers=args.workers if device.type == "cpu" else 1)
-    rows, methods, teacher = collect(out)
+    report = collect(out)
+    teacher, methods = report.teacher, report.methods
     print(f"Teacher: {teacher['parameters']:,} parameters, test RMSE {teacher['test_rmse']:.4f} on "
           f"{teacher['test_ratings']:,} ratings (best validation epoch {teacher['best_epoch']}).\n")
-    print(render(rows, methods, "markdown"))
+    print(render(report, "markdown"))
     print()
     print(cost_table(out, methods))
     print(f"\n(wall time of this command: {time.perf_counter() - started:.0f} s)")

@@ -13,7 +13,10 @@ import torch
 from reckd.losses import Dims, HeadSpec, Method, get, make_config
 from reckd.models.ranker import Ranker, RankerConfig
 from reckd.report import collect, plot, render
-from reckd.train.distill import DistillConfig, distill, sample_unrated, select_genres, slug
+from reckd.data.augment import sample_unrated
+from reckd.errors import ReckdError
+from reckd.train.distill import DistillConfig, distill
+from reckd.train.plan import select_genres, slug
 from reckd.train.io import read_json
 from reckd.train.loop import NonFiniteLoss, TrainConfig, fit
 from reckd.train.teacher import load_teacher
@@ -78,7 +81,9 @@ def test_resume_skips_finished_runs(distilled, synth_data, synth_teacher):
 
 def test_report_equals_run_folders(distilled, tmp_path):
     out, results, _ = distilled
-    rows, methods, teacher = collect(out)
+    report = collect(out)
+    rows, methods, teacher = report.rows, report.methods, report.teacher
+    assert report.missing == [] and report.seeds == [0, 1]
     assert methods == ["none", "kd", "kd+aug"]
     table = {r.genre: r for r in rows}
     for genre in ("Action", "Comedy"):
@@ -89,10 +94,10 @@ def test_report_equals_run_folders(distilled, tmp_path):
         kd, none = table[genre].methods["kd"].mean, table[genre].methods["none"].mean
         assert table[genre].methods["kd"].improvement == pytest.approx(100 * (none - kd) / none)
         assert table[genre].teacher == teacher["genres"][genre]["test_rmse"]
-    markdown = render(rows, methods, "markdown")
+    markdown = render(report, "markdown")
     assert f"{table['Action'].methods['kd'].mean:.4f}" in markdown
-    assert render(rows, methods, "csv").splitlines()[0].startswith("genre,class,test_ratings,teacher_rmse,none_rmse")
-    plot(rows, methods, tmp_path / "improvement.png")
+    assert render(report, "csv").splitlines()[0].startswith("genre,class,test_ratings,teacher_rmse,none_rmse")
+    plot(report, tmp_path / "improvement.png")
     assert (tmp_path / "improvement.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -158,5 +163,5 @@ def test_resume_refuses_another_teacher(distilled, synth_data, synth_teacher, tm
     checkpoint = torch.load(other / "checkpoint.pt", weights_only=True)
     checkpoint["model"]["head_layer.bias"] += 1.0
     torch.save(checkpoint, other / "checkpoint.pt")
-    with pytest.raises(ValueError, match="teacher_sha256 .* use a new --out"):
+    with pytest.raises(ReckdError, match="teacher_sha256 .* use a new --out"):
         distill(synth_data, other, out, _config(), progress=False)

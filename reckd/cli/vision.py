@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from reckd.cli.flags import csv_list, method_options, seeds
 from reckd.vision import FitConfig, VisionConfig, format_report, run
 
 METHODS = "none,kd,fitnet,hybrid,dist,moe,talking"
@@ -18,16 +19,14 @@ METHODS = "none,kd,fitnet,hybrid,dist,moe,talking"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``vision`` subcommand to ``reckd``'s parser."""
-    from reckd.cli.main import _csv, _seeds
-
     defaults, fit = VisionConfig(), FitConfig()
     p = subparsers.add_parser(
         "vision", help="distil a digits CNN teacher into small students (image classification heads)",
         description="Teacher pre-trained on all ten digits of scikit-learn's load_digits; students on "
                     "downstream tasks (a subset of the classes, few labels); prints test accuracy per "
                     "method, mean ± std over seeds, and the relative improvement over 'none'.")
-    p.add_argument("--methods", type=_csv, default=_csv(METHODS), help=f"comma-separated, NAME or NAME+aug (default {METHODS})")
-    p.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--methods", type=csv_list, default=csv_list(METHODS), help=f"comma-separated, NAME or NAME+aug (default {METHODS})")
+    p.add_argument("--seeds", type=seeds, default=(0, 1, 2), help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--task", action="append", dest="tasks", metavar="CLASSES:LABELS",
                    help=f"a downstream task, e.g. 0-4:10 or 1,3,5,7:20; repeatable (default {' '.join(defaults.tasks)})")
@@ -44,15 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_vision(args: argparse.Namespace) -> None:
-    from reckd.cli.main import _options
-
     torch.set_num_threads(args.threads)
     config = VisionConfig(
         tasks=tuple(args.tasks) if args.tasks else VisionConfig().tasks,
         test_fraction=args.test_fraction, val_fraction=args.val_fraction,
         student_fit=dataclasses.replace(FitConfig(), epochs=args.epochs, patience=args.patience))
     try:
-        report = run(config, args.methods, args.seeds, args.device, _options(args.set),
+        report = run(config, args.methods, args.seeds, args.device, method_options(args.set),
                      progress=lambda line: print(line, file=sys.stderr, flush=True))
     except (KeyError, ValueError) as error:
         raise SystemExit(f"reckd vision: error: {error}") from None

@@ -7,7 +7,6 @@ teacher flag). Side features live in per-user and per-item tables, and an item's
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +17,15 @@ from torch import Tensor
 from torchrec.datasets.utils import Batch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-TRAIN, VAL, TEST = 0, 1, 2
-SPLIT_CODES = {"train": TRAIN, "val": VAL, "test": TEST}
+from data_prep.assign import SPLIT_CODES
+from data_prep.atomic import read_json
+from reckd.errors import ReckdError
 # ML-100K/1M age groups are coarse already on 1M; bucket ages into decades for both.
 _AGE_BUCKET_YEARS = 10
 _YEAR_BUCKET_YEARS = 5
 
 
-class SplitError(ValueError):
+class SplitError(ReckdError):
     """A split directory that reckd cannot use; the message names the file and what was wrong."""
 
 
@@ -84,6 +84,16 @@ class SplitData:
     @property
     def num_items(self) -> int:
         return int(self.item_features["item"].numel())
+
+    @property
+    def fingerprint(self) -> str:
+        """The split's content fingerprint (``data_prep split`` writes it into manifest.json): what a
+        teacher and every run record, so that none is ever mixed with another split's."""
+        try:
+            return self.manifest["fingerprint"]
+        except KeyError:
+            raise SplitError(f"{self.path / 'manifest.json'}: expected a 'fingerprint' (written by data_prep "
+                             f"split since reckd 0.2), found none; re-run `data_prep split`") from None
 
     @property
     def levels(self) -> tuple[float, ...]:
@@ -155,19 +165,27 @@ class SplitData:
         return self.batch(self.user[rows], self.item[rows], self.rating[rows])
 
 
+def _read_parquet(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except Exception as error:  # polars raises several types for a truncated or foreign file
+        raise SplitError(f"{path}: expected a parquet table written by `data_prep split`, found an unreadable "
+                         f"file ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+
+
 def load_split(path: str | Path) -> SplitData:
     """Read ``manifest.json``, ``ratings.parquet``, ``items.parquet`` and ``users.parquet`` of a split."""
     path = Path(path)
     for name in ("manifest.json", "ratings.parquet", "items.parquet", "users.parquet"):
         if not (path / name).is_file():
             raise SplitError(f"{path / name}: missing; expected a directory written by `data_prep split`")
-    manifest = json.loads((path / "manifest.json").read_text())
-    ratings = pl.read_parquet(path / "ratings.parquet")
+    manifest = read_json(path / "manifest.json", "a split manifest")
+    ratings = _read_parquet(path / "ratings.parquet")
     need = {"user_id", "item_id", "rating", "split", "teacher"}
     if missing := need - set(ratings.columns):
         raise SplitError(f"{path / 'ratings.parquet'}: missing columns {sorted(missing)}; found {ratings.columns}")
-    items = pl.read_parquet(path / "items.parquet")
-    users = pl.read_parquet(path / "users.parquet")
+    items = _read_parquet(path / "items.parquet")
+    users = _read_parquet(path / "users.parquet")
     # the tables cover every id that occurs in the ratings, in a fixed (sorted) order
     user_ids = pl.concat([users["user_id"], ratings["user_id"]]).unique().sort()
     item_ids = pl.concat([items["item_id"], ratings["item_id"]]).unique().sort()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from reckd.errors import ReckdError
+
 
 def resolve_device(spec: str) -> torch.device:
     """``auto`` → CUDA when available, else CPU; ``cpu`` / ``cuda`` / ``cuda:N`` as given. Asking
@@ -11,7 +13,7 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {spec}: CUDA is not available on this machine (use cpu or auto)")
+        raise ReckdError(f"--device {spec}: CUDA is not available on this machine (use cpu or auto)")
     if spec != "cpu" and not spec.startswith("cuda"):
-        raise ValueError(f"--device: expected auto, cpu or cuda[:N], found {spec!r}")
+        raise ReckdError(f"--device: expected auto, cpu or cuda[:N], found {spec!r}")
     return torch.device(spec)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import time
+import hashlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from data_prep.folder import claim
+from reckd import __version__
 from reckd.data.split import SplitData
+from reckd.errors import ReckdError
 from reckd.losses import Dims, HeadSpec, Outputs, get, make_config
 from reckd.models.ranker import Ranker, RankerConfig, count_parameters
 from reckd.train.io import read_json, write_json, write_torch
@@ -28,6 +32,10 @@ class PretrainConfig:
         epochs=60, batch_size=1024, lr=1e-3, weight_decay=1e-5, patience=10, seed=0))
     restarts: int = 2
 
+    def __post_init__(self) -> None:
+        if self.restarts < 1:
+            raise ReckdError(f"--restarts: expected at least 1, found {self.restarts}")
+
 
 def ranker_features(data: SplitData) -> list[tuple[str, int]]:
     return [(f.name, f.cardinality) for f in data.features]
@@ -40,12 +48,19 @@ def pretrain(data: SplitData, out: Path, config: PretrainConfig | None = None,
     ``restart<k>/metrics.jsonl`` and ``restart<k>/checkpoint.pt`` per start, ``checkpoint.pt`` (the
     best start's best epoch) and ``result.json`` (overall and per-genre RMSE)."""
     config = config or PretrainConfig()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_train_config(config.train)
+    with claim(out, "reckd pretrain") as out:
+        return _pretrain(data, out, config, on_epoch)
+
+
+def _pretrain(data: SplitData, out: Path, config: PretrainConfig, on_epoch) -> dict:
+    fingerprint = data.fingerprint
+    (out / "result.json").unlink(missing_ok=True)  # the folder is a finished teacher only once result.json is back
     write_json(out / "config.json", {"model": dataclasses.asdict(config.model),
                                      "train": dataclasses.asdict(config.train), "restarts": config.restarts,
-                                     "split": str(data.path), "features": ranker_features(data),
-                                     "levels": list(data.levels)})
+                                     "split": str(data.path), "split_fingerprint": fingerprint,
+                                     "features": ranker_features(data), "levels": list(data.levels),
+                                     "reckd_version": __version__})
     head = HeadSpec("rating", data.levels)
     best = None
     for restart in range(config.restarts):
@@ -64,6 +79,7 @@ def pretrain(data: SplitData, out: Path, config: PretrainConfig | None = None,
     test_rows = data.rows("test", teacher_only=True)
     summary = {
         "restart": restart,
+        "split_fingerprint": fingerprint,
         "seed": config.train.seed + restart,
         "best_epoch": result.best_epoch,
         "val_rmse": result.best_val_rmse,
@@ -91,11 +107,45 @@ def genre_rmse(model: Ranker, data: SplitData) -> dict[str, dict]:
     return out
 
 
+@dataclass(frozen=True)
+class TeacherRef:
+    """A finished teacher folder, identified by content: the SHA-256 of its checkpoint and the
+    fingerprint of the split it was trained on."""
+
+    path: Path
+    sha256: str
+    split_fingerprint: str
+    result: dict
+
+
+def teacher_ref(teacher_dir: Path, data: SplitData | None = None) -> TeacherRef:
+    """Check that ``teacher_dir`` holds a finished teacher and, with ``data``, that it was trained on that
+    very split (same fingerprint): a teacher from another split has seen its test ratings."""
+    teacher_dir = Path(teacher_dir)
+    if not (teacher_dir / "result.json").is_file():
+        raise ReckdError(f"--teacher {teacher_dir}: expected a finished `reckd pretrain --out` folder, found no "
+                         f"result.json; run `reckd pretrain` first")
+    config = read_json(teacher_dir / "config.json", "the teacher's config")
+    recorded = config.get("split_fingerprint")
+    if recorded is None:
+        raise ReckdError(f"{teacher_dir / 'config.json'}: expected the fingerprint of the teacher's split, found "
+                         f"none (made before reckd 0.2); re-run `reckd pretrain`")
+    if data is not None and recorded != data.fingerprint:
+        raise ReckdError(f"--teacher {teacher_dir}: trained on split {recorded} ({config.get('split')}), but "
+                         f"{data.path} is split {data.fingerprint}; a teacher from another split has seen its "
+                         f"held-out ratings — pre-train a teacher on {data.path}")
+    try:
+        digest = hashlib.sha256((teacher_dir / "checkpoint.pt").read_bytes()).hexdigest()
+    except OSError as error:
+        raise ReckdError(f"{teacher_dir / 'checkpoint.pt'}: expected the teacher's checkpoint, {error.strerror}") from None
+    return TeacherRef(teacher_dir, digest, recorded, read_json(teacher_dir / "result.json", "the teacher's result"))
+
+
 def load_teacher(run_dir: Path, device: torch.device | str = "cpu") -> Ranker:
     """The best-epoch teacher, frozen: eval mode, ``requires_grad=False`` everywhere."""
     run_dir = Path(run_dir)
     if not (run_dir / "result.json").is_file():
-        raise FileNotFoundError(f"{run_dir / 'result.json'}: missing; run `reckd pretrain` first")
+        raise ReckdError(f"{run_dir / 'result.json'}: missing; run `reckd pretrain` first")
     config = read_json(run_dir / "config.json")
     model_config = RankerConfig(**{**config["model"], "hidden": tuple(config["model"]["hidden"])})
     model = Ranker(model_config, [tuple(f) for f in config["features"]], config["levels"], device=device)
@@ -119,17 +169,33 @@ def teacher_outputs(teacher: Ranker, data: SplitData, users: Tensor, items: Tens
     return Outputs(prediction, t_l, t_h, None)
 
 
-def cached_teacher_outputs(teacher: Ranker, data: SplitData, teacher_dir: Path) -> Outputs:
+def cached_teacher_outputs(teacher: Ranker, data: SplitData, ref: TeacherRef) -> Outputs:
     """Teacher outputs on every rating row of the split, computed once and stored as
-    ``teacher_dir/cache.pt`` (reused while the checkpoint and split are unchanged)."""
-    path = Path(teacher_dir) / "cache.pt"
-    stamp = {"checkpoint_mtime": (Path(teacher_dir) / "checkpoint.pt").stat().st_mtime_ns,
-             "split": str(Path(data.path).resolve()), "rows": int(data.rating.numel())}
+    ``TEACHER/cache.pt``, keyed by the checkpoint's content and the split's fingerprint. A cache made
+    from another checkpoint or split, or one that cannot be read, is rebuilt (with a message)."""
+    path = ref.path / "cache.pt"
+    key = {"format": 2, "teacher_sha256": ref.sha256, "split_fingerprint": data.fingerprint,
+           "rows": int(data.rating.numel())}
     if path.is_file():
-        cached = torch.load(path, map_location=data.rating.device, weights_only=True)
-        if cached["stamp"] == stamp:
-            return Outputs(cached["prediction"], cached["prediction"].new_zeros(len(cached["prediction"]), 0),
-                           cached["upper"], None)
+        try:
+            cached = torch.load(path, map_location=data.rating.device, weights_only=True)
+            if cached["key"] == key:
+                return Outputs(cached["prediction"], cached["prediction"].new_zeros(len(cached["prediction"]), 0),
+                               cached["upper"], None)
+            reason = "made from another teacher checkpoint or split"
+        except Exception as error:  # a truncated or foreign file: never trusted, rebuilt
+            reason = f"unreadable ({type(error).__name__})"
+        print(f"reckd: {path}: {reason}; rebuilding the teacher-output cache", file=sys.stderr)
     out = teacher_outputs(teacher, data, data.user, data.item)
-    write_torch(path, {"stamp": stamp, "prediction": out.prediction.cpu(), "upper": out.upper.cpu()})
+    write_torch(path, {"key": key, "prediction": out.prediction.cpu(), "upper": out.upper.cpu()})
     return out
+
+
+def check_train_config(train) -> None:
+    """Training options in range, each error naming its flag."""
+    if train.epochs < 1:
+        raise ReckdError(f"--epochs: expected at least 1, found {train.epochs}")
+    if train.batch_size < 1:
+        raise ReckdError(f"--batch-size: expected at least 1, found {train.batch_size}")
+    if not (train.lr > 0 and train.lr < float("inf")):
+        raise ReckdError(f"--lr: expected a finite learning rate > 0, found {train.lr}")

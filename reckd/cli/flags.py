@@ -1,0 +1,43 @@
+"""Flag parsers shared by every ``reckd`` subcommand (one spelling of each list, seed and option)."""
+
+from __future__ import annotations
+
+import argparse
+
+from reckd.errors import ReckdError
+
+
+def csv_list(text: str) -> tuple[str, ...]:
+    """``a, b,c`` -> ``("a", "b", "c")``; emptiness and repeats are checked by the library, naming the flag."""
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in csv_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, found {text!r}") from None
+
+
+def method_options(pairs: list[str]) -> dict[str, dict[str, str]]:
+    """``--set kd.tau=2 --set talking.rounds=2`` -> ``{"kd": {"tau": "2"}, "talking": {"rounds": "2"}}``."""
+    options: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        method, dot, option = key.partition(".")
+        if not (eq and dot and method and option):
+            raise ReckdError(f"--set: expected METHOD.OPTION=VALUE, found {pair!r}")
+        options.setdefault(method, {})[option] = value
+    return options
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto|cpu|cuda[:N] (default auto: CUDA when a GPU answers)")
+
+
+def add_methods(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--methods", type=csv_list, default=csv_list(default),
+                        help=f"comma list of methods, each NAME or NAME+aug (default {default})")
+    parser.add_argument("--seeds", type=seeds, default=(0, 1, 2), help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--set", action="append", default=[], metavar="METHOD.OPTION=VALUE",
+                        help="override a method option, e.g. --set kd.tau=2 (repeatable)")

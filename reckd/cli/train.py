@@ -1,0 +1,74 @@
+"""``reckd pretrain`` and ``reckd distill``: parse flags, call :mod:`reckd.train`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from reckd.cli.flags import add_device, add_methods, method_options
+
+
+def _load(split_dir: str, device: str):
+    from reckd.data.split import load_split
+    from reckd.train.device import resolve_device
+
+    return load_split(split_dir).to(resolve_device(device))
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from reckd.train.teacher import PretrainConfig, pretrain
+
+    config = PretrainConfig(restarts=args.restarts or PretrainConfig().restarts)
+    config.train = dataclasses.replace(config.train, seed=args.seed,
+                                       epochs=config.train.epochs if args.epochs is None else args.epochs)
+    data = _load(args.split_dir, args.device)
+    summary = pretrain(data, Path(args.out), config,
+                       on_epoch=lambda r: print(f"epoch {r['epoch']:3d}  val RMSE {r['val_rmse']:.4f}",
+                                                file=sys.stderr, flush=True))
+    print(f"teacher: test RMSE {summary['test_rmse']:.4f} on {summary['test_ratings']} ratings "
+          f"(restart {summary['restart']} of {config.restarts}, best validation epoch {summary['best_epoch']}, "
+          f"val RMSE {summary['val_rmse']:.4f}, {summary['parameters']:,} parameters) -> {args.out}")
+
+
+def cmd_distill(args: argparse.Namespace) -> None:
+    from reckd.train.distill import DistillConfig, distill
+
+    config = DistillConfig(genres=args.genres, methods=args.methods, seeds=args.seeds, augment=args.augment,
+                           options=method_options(args.set))
+    if args.epochs is not None:
+        config.train = dataclasses.replace(config.train, epochs=args.epochs)
+    config.check()  # before the split is loaded
+    data = _load(args.split_dir, args.device)
+    results = distill(data, Path(args.teacher), Path(args.out), config, progress=not args.quiet,
+                      workers=args.workers, retrain_changed=args.retrain_changed)
+    print(f"{len(results)} runs finished -> {args.out}", file=sys.stderr)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="pre-train the all-genre teacher on a split")
+    p.add_argument("split_dir")
+    p.add_argument("--out", required=True, help="run folder for the teacher (new, empty, or an earlier teacher's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--restarts", type=int, default=0,
+                   help="starts from seeds SEED, SEED+1, …; the best on validation is kept (default: 2)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
+    add_device(p)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("distill", help="train genre students, with and without distillation")
+    p.add_argument("split_dir")
+    p.add_argument("--teacher", required=True, help="the `reckd pretrain --out` folder (trained on this split)")
+    p.add_argument("--out", required=True, help="run folder (new, empty, or an earlier distill's: resumed)")
+    p.add_argument("--genres", default="all", help="all|dense|sparse|G1,G2,…")
+    add_methods(p, "none,kd")
+    p.add_argument("--augment", type=int, default=4, help="unrated pairs per rated pair for NAME+aug (default 4)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
+    add_device(p)
+    p.add_argument("--workers", type=int,
+                   help="students trained at once in CPU processes (default: one per core on the CPU, 1 on CUDA)")
+    p.add_argument("--retrain-changed", action="store_true",
+                   help="retrain runs that the folder holds with other options (default: refuse them)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_distill)

@@ -1,0 +1,10 @@
+"""The one exception reckd raises for bad input or a run it must refuse; the CLI turns it (and data_prep's
+DataPrepError, which reckd's file helpers raise) into ``reckd: error: …`` and exit code 1. Every other
+exception is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+
+class ReckdError(Exception):
+    """Bad input or a refused run: the message names the file, flag or run, what was expected and what
+    was found, and how to proceed where there is a choice."""
