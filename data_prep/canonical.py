@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +12,16 @@ from data_prep import atomic
 from data_prep.checksum import file_digest
 from data_prep.datasets import RatingScale
 from data_prep.errors import DataPrepError
+from data_prep.folder import legacy_output
 from data_prep.parse.tables import Tables
 
 RATINGS_SCHEMA = {"user_id": pl.Int64, "item_id": pl.Int64, "rating": pl.Float32, "timestamp": pl.Int64}
 USER_FEATURES = ("gender", "age", "occupation", "zip")  # ML-100K/1M order; other columns follow, by name
 ITEMS_SCHEMA = {"item_id": pl.Int64, "title": pl.String, "year": pl.Int32, "genres": pl.List(pl.String)}
 RATINGS_ORDER = ("user_id", "timestamp", "item_id")  # the one deterministic row order of every ratings file
+COMMAND = "data_prep canonical"  # the owner marker of a canonical folder (written by prepare or synth)
+LEGACY = legacy_output({"ratings.parquet", "items.parquet", "users.parquet", "source.json"}, "source.json",
+                       {"dataset", "source", "checksum", "layout", "rating_scale"})  # made before owner markers
 DUPLICATES = ("error", "keep-latest")  # what `prepare --duplicates` does with a (user_id, item_id) rated twice
 
 
@@ -118,18 +121,26 @@ def canonical_tables(tables: Tables, scale: RatingScale, duplicates: str = "erro
     return ratings, items, users.select("user_id", *ordered).sort("user_id")
 
 
-def write_canonical(target: Path, ratings: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame,
+def write_canonical(folder: Path, ratings: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame,
                     source: dict[str, Any]) -> Path:
-    """Write the canonical folder atomically (all four files appear together or not at all). A source
-    whose checksum is None (synthetic data) gets the SHA-256 of the written ratings file."""
-    with atomic.replace_dir(target, "source.json") as staging:
-        ratings.write_parquet(staging / "ratings.parquet")
-        if source.get("checksum") is None:
-            source = source | {"checksum": "sha256:" + file_digest(staging / "ratings.parquet", "sha256")}
-        items.write_parquet(staging / "items.parquet")
-        users.write_parquet(staging / "users.parquet")
-        atomic.write_json(staging / "source.json", source)
-    return target
+    """Write the four canonical files into `folder`, which the caller holds (`claim(folder, COMMAND)`): all
+    are staged, then renamed in together, source.json last. A source whose checksum is None (synthetic
+    data) gets the SHA-256 of the written ratings file."""
+    staged: dict[str, Path] = {}
+
+    def write_ratings(tmp: Path) -> None:
+        ratings.write_parquet(tmp)
+        staged["ratings"] = tmp
+
+    def write_source(tmp: Path) -> None:
+        record = source
+        if record.get("checksum") is None:
+            record = record | {"checksum": "sha256:" + file_digest(staged["ratings"], "sha256")}
+        tmp.write_text(atomic.json_text(record), encoding="utf-8")
+
+    atomic.write_together(folder, {"ratings.parquet": write_ratings, "items.parquet": items.write_parquet,
+                                   "users.parquet": users.write_parquet, "source.json": write_source})
+    return folder
 
 
 def read_source(canonical: Path, dataset: str) -> dict[str, Any]:
@@ -140,7 +151,3 @@ def read_source(canonical: Path, dataset: str) -> dict[str, Any]:
             f"(or `data_prep synth --name {dataset}`) first"
         )
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def copy_table(canonical: Path, name: str, target: Path) -> None:
-    shutil.copyfile(canonical / name, target / name)

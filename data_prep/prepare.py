@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from data_prep import paths
-from data_prep.canonical import canonical_tables, write_canonical
+from data_prep.canonical import COMMAND, LEGACY, canonical_tables, write_canonical
 from data_prep.datasets import spec_for
+from data_prep.folder import claim
 from data_prep.parse.dat import parse_ml1m, parse_ml10m
 from data_prep.parse.ml100k import parse_ml100k
 from data_prep.parse.movielens_csv import parse_movielens_csv
@@ -41,14 +42,15 @@ def prepare(dataset: str, data_dir: str | Path | None = None, duplicates: str = 
     spec = spec_for(dataset)
     root = paths.data_dir(data_dir)
     raw = RawFiles.load(paths.raw_dir(dataset, root), dataset)
-    tables = parse_raw(raw, dataset)
-    ratings, items, users = canonical_tables(tables, spec.scale, duplicates)
-    source = {
-        "dataset": dataset,
-        "source": raw.record["source"],
-        "checksum": raw.record["checksum"],
-        "layout": raw.layout,
-        "rating_scale": spec.scale.as_dict(),
-        "duplicates": {"policy": duplicates, "dropped": tables.ratings.height - ratings.height},
-    }
-    return write_canonical(paths.canonical_dir(dataset, root), ratings, items, users, source)
+    with claim(paths.canonical_dir(dataset, root), COMMAND, "--data-dir", LEGACY) as canonical:
+        tables = parse_raw(raw, dataset)
+        ratings, items, users = canonical_tables(tables, spec.scale, duplicates)
+        source = {
+            "dataset": dataset,
+            "source": raw.record["source"],
+            "checksum": raw.record["checksum"],
+            "layout": raw.layout,
+            "rating_scale": spec.scale.as_dict(),
+            "duplicates": {"policy": duplicates, "dropped": tables.ratings.height - ratings.height},
+        }
+        return write_canonical(canonical, ratings, items, users, source)

@@ -3,6 +3,7 @@ pre-training ratings, and write a self-contained split folder with `manifest.jso
 split's content fingerprint (`data_prep.fingerprint`) and spells out the split codes."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +11,18 @@ import polars as pl
 
 from data_prep import atomic, paths
 from data_prep.assign import SPLIT_CODES, TEST, TRAIN, VAL, random_codes, temporal_codes
-from data_prep.canonical import RATINGS_ORDER, check_pairs, copy_table, read_source
+from data_prep.canonical import RATINGS_ORDER, check_pairs, read_source
 from data_prep.config import SplitConfig
 from data_prep.datasets import DATASETS
 from data_prep.errors import DataPrepError
 from data_prep.fingerprint import split_fingerprint
+from data_prep.folder import claim, legacy_output
 from data_prep.genres import genre_table, holdout_items, item_genres
 
+COMMAND = "data_prep split"  # the owner marker of a split folder
 FORMAT = 2  # 2: adds fingerprint, split_codes, teacher_flag
+FILES = ("ratings.parquet", "items.parquet", "users.parquet", "manifest.json")  # manifest.json: written last
+LEGACY = legacy_output(set(FILES), "manifest.json", {"format", "dataset", "source_checksum", "scheme", "counts", "genres"})
 TEACHER_FLAG = ("true: a training rating (split 0) of a movie with no holdout genre, i.e. the teacher's "
                 "pre-training set; false: every other rating")
 
@@ -103,27 +108,32 @@ def manifest(dataset: str, source: dict[str, Any], config: SplitConfig, ratings:
 
 def split(dataset: str, out: str | Path, data_dir: str | Path | None = None, config: SplitConfig | None = None
           ) -> dict[str, Any]:
-    """Split `dataset`'s canonical ratings into `out/` (atomically); returns the manifest."""
+    """Split `dataset`'s canonical ratings into the folder `out`; returns the manifest.
+
+    `out` must be new, empty, or a folder `data_prep split` wrote before: it is claimed (locked and marked,
+    see data_prep.folder) for the whole run. Its four files are staged and renamed in together, manifest.json
+    last; nothing else in the folder is touched, and a failed run leaves the earlier split as it was."""
     config = config or SplitConfig()
-    atomic.check_replaceable(Path(out), "manifest.json")  # fail before the work, not after
     canonical = canonical_for(dataset, paths.data_dir(data_dir))
     source = read_source(canonical, dataset)
-    items = pl.read_parquet(canonical / "items.parquet")
-    check_holdout(items, config)
-    ratings = pl.read_parquet(canonical / "ratings.parquet")
-    check_pairs(ratings.with_row_index("line", offset=1), str(canonical / "ratings.parquet"), unit="row",
-                hint="; canonical data holds one rating per pair (`data_prep prepare --duplicates keep-latest`)")
-    ratings = assign(ratings, items, config)
-    check_nonempty(ratings, config)
-    if not ratings["teacher"].any():
-        raise DataPrepError(
-            f"--holdout-genres: expected the teacher to keep some training ratings, found none after holding out "
-            f"{', '.join(config.holdout_genres)}"
-        )
-    result = manifest(dataset, source, config, ratings, genre_table(ratings, items, config))
-    with atomic.replace_dir(Path(out), "manifest.json") as staging:
-        ratings.write_parquet(staging / "ratings.parquet")
-        copy_table(canonical, "items.parquet", staging)
-        copy_table(canonical, "users.parquet", staging)
-        atomic.write_json(staging / "manifest.json", result)
+    with claim(out, COMMAND, legacy=LEGACY) as folder:
+        items = pl.read_parquet(canonical / "items.parquet")
+        check_holdout(items, config)
+        ratings = pl.read_parquet(canonical / "ratings.parquet")
+        check_pairs(ratings.with_row_index("line", offset=1), str(canonical / "ratings.parquet"), unit="row",
+                    hint="; canonical data holds one rating per pair (`data_prep prepare --duplicates keep-latest`)")
+        ratings = assign(ratings, items, config)
+        check_nonempty(ratings, config)
+        if not ratings["teacher"].any():
+            raise DataPrepError(
+                f"--holdout-genres: expected the teacher to keep some training ratings, found none after holding "
+                f"out {', '.join(config.holdout_genres)}"
+            )
+        result = manifest(dataset, source, config, ratings, genre_table(ratings, items, config))
+        atomic.write_together(folder, {
+            "ratings.parquet": ratings.write_parquet,
+            "items.parquet": lambda tmp: shutil.copyfile(canonical / "items.parquet", tmp),
+            "users.parquet": lambda tmp: shutil.copyfile(canonical / "users.parquet", tmp),
+            "manifest.json": lambda tmp: tmp.write_text(atomic.json_text(result), encoding="utf-8"),
+        })
     return result

@@ -20,9 +20,10 @@ import numpy as np
 import polars as pl
 
 from data_prep import paths
-from data_prep.canonical import RATINGS_ORDER, write_canonical
+from data_prep.canonical import COMMAND, LEGACY, RATINGS_ORDER, write_canonical
 from data_prep.datasets import ML100K_GENRES, WHOLE_STARS
 from data_prep.errors import DataPrepError
+from data_prep.folder import claim
 
 # ML genres from most to least common (ML-100K), so `--genres 8` gives Drama … Children's.
 GENRE_NAMES = ("Drama", "Comedy", "Action", "Thriller", "Romance", "Adventure", "Children's", "Crime",
@@ -191,7 +192,8 @@ def synth(config: SynthConfig, name: str = "synth", data_dir: str | Path | None 
 
     if name in DATASETS or not name or "/" in name or name.startswith("."):
         raise DataPrepError(f"--name: expected a plain folder name that is not an official dataset, found {name!r}")
-    ratings, items, users = generate(config)
-    source = {"dataset": name, "source": "synth", "checksum": None, "layout": "synth",
-              "rating_scale": WHOLE_STARS.as_dict(), "synth": asdict(config)}
-    return write_canonical(paths.canonical_dir(name, paths.data_dir(data_dir)), ratings, items, users, source)
+    with claim(paths.canonical_dir(name, paths.data_dir(data_dir)), COMMAND, "--name", LEGACY) as canonical:
+        ratings, items, users = generate(config)
+        source = {"dataset": name, "source": "synth", "checksum": None, "layout": "synth",
+                  "rating_scale": WHOLE_STARS.as_dict(), "synth": asdict(config)}
+        return write_canonical(canonical, ratings, items, users, source)

@@ -13,11 +13,15 @@ from data_prep.datasets import GROUPLENS_URL
 from data_prep.api import fetch, prepare, split
 from data_prep.cli import main
 from data_prep.errors import DataPrepError
+from data_prep.folder import LOCK, MARKER
 
 
 def leftovers(root: Path) -> list[str]:
-    """Temp files/folders (our staging names start with a dot) anywhere under root."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob(".*")) if root.exists() else []
+    """Temp files/folders (our staging names start with a dot) anywhere under root; the lock and owner marker
+    of a folder a command finished writing are not leftovers."""
+    if not root.exists():
+        return []
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if p.name not in (LOCK, MARKER))
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -68,7 +72,8 @@ def test_latest_small_reads_the_published_sidecar(official_zip, tmp_path, monkey
         fetch("ml-latest-small", tmp_path / "data", source="grouplens")
     sidecar.write_text(f"MD5 (ml-latest-small.zip) = {md5_of(archive)}\n")
     fetch("ml-latest-small", tmp_path / "data", source="grouplens")
-    assert sorted(p.name for p in (tmp_path / "data/ml-latest-small/raw").iterdir()) == ["fetch.json", "ml-latest-small.zip"]
+    assert sorted(p.name for p in (tmp_path / "data/ml-latest-small/raw").iterdir()) == [
+        ".lock", ".owner.json", "fetch.json", "ml-latest-small.zip"]
 
 
 def test_local_latest_small_without_any_md5_is_refused(official_zip, tmp_path):
@@ -259,12 +264,12 @@ def test_out_folder_of_other_files_is_refused_and_kept(small_synth, tmp_path):
     precious = tmp_path / "Documents"
     precious.mkdir()
     (precious / "thesis.tex").write_text("do not delete")
-    with pytest.raises(DataPrepError, match=f"{precious}: expected a new folder or one written by data_prep "
-                                            r"\(with manifest.json\), found other files"):
+    with pytest.raises(DataPrepError, match=f"--out {precious}: expected a new or empty folder, or one written by "
+                                            "`data_prep split` before, found thesis.tex; choose another --out"):
         split("synth", precious, small_synth)
-    assert [p.name for p in precious.iterdir()] == ["thesis.tex"]
+    assert [p.name for p in precious.iterdir()] == ["thesis.tex"]  # not even a lock file left in it
     (tmp_path / "a-file").write_text("x")
-    with pytest.raises(DataPrepError, match="expected a folder to write, found a file"):
+    with pytest.raises(DataPrepError, match="--out .*a-file: expected a folder, found a file"):
         split("synth", tmp_path / "a-file", small_synth)
 
 

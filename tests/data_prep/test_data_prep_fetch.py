@@ -12,6 +12,7 @@ import pytest
 from data_prep import grouplens, mirror
 from data_prep.api import fetch, prepare, split
 from data_prep.checksum import file_digest
+from data_prep.folder import LOCK
 from data_prep.mirror import Unreachable
 
 
@@ -57,7 +58,7 @@ def test_fetch_is_cached_until_another_source_is_asked_for(offline_with_mirror, 
     archive = official_zip("ml-100k")
     from conftest import md5_of
     raw = fetch("ml-100k", tmp_path, source=str(archive), md5=md5_of(archive))
-    assert sorted(p.name for p in raw.iterdir()) == ["fetch.json", "ml-100k.zip"]  # replaced, nothing mixed in
+    assert sorted(p.name for p in raw.iterdir()) == [".lock", ".owner.json", "fetch.json", "ml-100k.zip"]  # replaced
     with pytest.raises(Exception, match="could not download"):
         fetch("ml-100k", tmp_path, source="grouplens")
     assert json.loads((raw / "fetch.json").read_text())["source"] == "local"  # the failed fetch changed nothing
@@ -78,8 +79,8 @@ def test_pipeline_rerun_is_byte_identical(offline_with_mirror, tmp_path):
         split("ml-100k", root / "split", root, seed=3, val=0.25, test=0.25, holdout_genres=["Musical"],
               min_test_ratings=0)  # 4 ratings: 1 val, 1 test
         outputs.append({f"{folder.name}/{p.name}": p.read_bytes() for folder in (canonical, root / "split")
-                        for p in folder.iterdir()})
-    assert outputs[0] == outputs[1] and len(outputs[0]) == 8
+                        for p in folder.iterdir() if p.name != LOCK})  # the lock file holds the writer's pid
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 10
 
 
 def test_cli_end_to_end_on_synthetic_data(tmp_path):

@@ -34,7 +34,8 @@ def test_schema_and_contract_fields(holdout_split):
     ratings, items, m = load(holdout_split)
     assert dict(ratings.schema) == {"user_id": pl.Int64, "item_id": pl.Int64, "rating": pl.Float32,
                                     "timestamp": pl.Int64, "split": pl.Int8, "teacher": pl.Boolean}
-    assert sorted(p.name for p in holdout_split.iterdir()) == ["items.parquet", "manifest.json", "ratings.parquet", "users.parquet"]
+    assert sorted(p.name for p in holdout_split.iterdir()) == [
+        ".lock", ".owner.json", "items.parquet", "manifest.json", "ratings.parquet", "users.parquet"]
     assert {k: m[k] for k in ("format", "dataset", "source", "scheme", "seed", "val", "test", "holdout_genres")} == {
         "format": 2, "dataset": "synth", "source": "synth", "scheme": "random", "seed": 7, "val": 0.1, "test": 0.1,
         "holdout_genres": ["Adventure", "Crime"]}
