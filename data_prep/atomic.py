@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Callable
 
 
@@ -61,16 +62,24 @@ def write_json(path: Path, obj: Any) -> None:
     write_bytes(path, json_text(obj).encode("utf-8"))
 
 
-def read_json(path: Path, expected: str = "JSON") -> Any:
-    """Parse a JSON file; a missing or malformed file is a DataPrepError naming it and what was expected."""
+def read_json(path: Path, expected: str = "JSON", keys: Iterable[str] = ()) -> Any:
+    """Parse a JSON file; a missing or malformed file, or (with `keys`) one that is not an object holding
+    those keys, is a DataPrepError naming it and what was expected."""
     from data_prep.errors import DataPrepError
 
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataPrepError(f"{path}: expected {expected}, found no file") from None
     except json.JSONDecodeError as err:
         raise DataPrepError(f"{path} line {err.lineno}: expected {expected}, found bad JSON ({err.msg})") from None
     except (OSError, UnicodeDecodeError) as err:
         raise DataPrepError(f"{path}: expected {expected}, could not read it ({err})") from None
+    keys = list(keys)
+    if keys and not isinstance(value, dict):
+        raise DataPrepError(f"{path}: expected {expected} (a JSON object), found a {type(value).__name__}")
+    missing = [key for key in keys if key not in value]
+    if missing:
+        raise DataPrepError(f"{path}: expected {expected} with {', '.join(keys)}, found no {', '.join(missing)}")
+    return value

@@ -2,7 +2,7 @@
 `ratings.parquet`, `items.parquet`, `users.parquet`, `source.json`."""
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ USER_FEATURES = ("gender", "age", "occupation", "zip")  # ML-100K/1M order; othe
 ITEMS_SCHEMA = {"item_id": pl.Int64, "title": pl.String, "year": pl.Int32, "genres": pl.List(pl.String)}
 RATINGS_ORDER = ("user_id", "timestamp", "item_id")  # the one deterministic row order of every ratings file
 COMMAND = "data_prep canonical"  # the owner marker of a canonical folder (written by prepare or synth)
+SOURCE_KEYS = ("dataset", "source", "checksum", "layout", "rating_scale")  # what source.json always holds
 LEGACY = legacy_output({"ratings.parquet", "items.parquet", "users.parquet", "source.json"}, "source.json",
-                       {"dataset", "source", "checksum", "layout", "rating_scale"})  # made before owner markers
+                       set(SOURCE_KEYS))  # a canonical folder made before owner markers
 DUPLICATES = ("error", "keep-latest")  # what `prepare --duplicates` does with a (user_id, item_id) rated twice
 
 
@@ -144,10 +145,28 @@ def write_canonical(folder: Path, ratings: pl.DataFrame, items: pl.DataFrame, us
 
 
 def read_source(canonical: Path, dataset: str) -> dict[str, Any]:
+    """The canonical folder's source.json; absent: say what to run; unreadable or incomplete: name it."""
     path = canonical / "source.json"
     if not path.exists():
         raise DataPrepError(
             f"{canonical}: expected canonical data for {dataset}, found none; run `data_prep prepare {dataset}` "
             f"(or `data_prep synth --name {dataset}`) first"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    return atomic.read_json(path, "a canonical source record", SOURCE_KEYS)
+
+
+def read_table(path: Path, columns: Iterable[str] = ()) -> pl.DataFrame:
+    """A parquet table, with at least `columns`; a missing, truncated or foreign file is a DataPrepError
+    naming it."""
+    try:
+        table = pl.read_parquet(path)
+    except FileNotFoundError:
+        raise DataPrepError(f"{path}: expected a parquet table, found no file") from None
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise DataPrepError(f"{path}: expected a parquet table, found a truncated or unreadable file "
+                            f"({str(err).splitlines()[0]})") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataPrepError(f"{path}: expected columns {', '.join(columns)}, found no {', '.join(missing)} "
+                            f"(it has {', '.join(table.columns)})")
+    return table

@@ -3,7 +3,6 @@ Bad input prints `data_prep: error: …` on stderr and exits 1 (argparse's own u
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
@@ -17,6 +16,7 @@ from data_prep.canonical import DUPLICATES
 from data_prep.config import DEFAULT_MIN_TEST_RATINGS, DEFAULT_SPARSE_BELOW, SCHEMES, parse_genre_list
 from data_prep.datasets import DATASETS
 from data_prep.errors import DataPrepError
+from data_prep.raw import RawFiles
 
 
 def parser() -> argparse.ArgumentParser:
@@ -77,7 +77,7 @@ def default_out(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> None:
     if args.command == "fetch":
         raw = api.fetch(args.dataset, args.data_dir, args.source, args.md5)
-        record = json.loads((raw / "fetch.json").read_text(encoding="utf-8"))
+        record = RawFiles.load(raw, args.dataset).record
         print(f"{args.dataset}: {record['source']} ({record['origin']}, {record['checksum']}) -> {raw}")
     elif args.command == "prepare":
         canonical = api.prepare(args.dataset, args.data_dir, args.duplicates)

@@ -1,22 +1,18 @@
 """`info`: the genre table of a split folder, as plain text."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from data_prep.errors import DataPrepError
+from data_prep.atomic import read_json
 
+MANIFEST_KEYS = ("dataset", "source", "source_checksum", "scheme", "seed", "val", "test", "holdout_genres", "counts",
+                 "rule", "genres")
 COLUMNS = ("genre", "class", "train", "val", "test", "teacher", "users", "items", "share")
 
 
 def read_manifest(split_dir: str | Path) -> dict:
-    path = Path(split_dir) / "manifest.json"
-    if not path.exists():
-        raise DataPrepError(f"{path}: expected a split manifest (written by `data_prep split`), found no file")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataPrepError(f"{path} line {err.lineno}: expected JSON, found {err.msg}") from None
+    """A split folder's manifest.json; missing, malformed or lacking what `info` shows: an error naming it."""
+    return read_json(Path(split_dir) / "manifest.json", "a split manifest (written by `data_prep split`)", MANIFEST_KEYS)
 
 
 def info(split_dir: str | Path) -> str:

@@ -2,13 +2,13 @@
 archive (`ARCHIVE.zip`) or a folder of files (`files/`), described by `fetch.json`."""
 from __future__ import annotations
 
-import json
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from data_prep.atomic import read_json
 from data_prep.errors import DataPrepError
 from data_prep.parse.table import TextFile
 
@@ -67,7 +67,7 @@ class RawFiles:
             raise DataPrepError(
                 f"{path}: expected fetched data for {dataset}, found none; run `data_prep fetch {dataset}` first"
             )
-        return cls(root, json.loads(path.read_text(encoding="utf-8")))
+        return cls(root, read_json(path, "a fetch record", ("dataset", "source", "checksum", "container", "path", "layout")))
 
     @property
     def layout(self) -> str:

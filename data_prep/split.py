@@ -11,7 +11,7 @@ import polars as pl
 
 from data_prep import atomic, paths
 from data_prep.assign import SPLIT_CODES, TEST, TRAIN, VAL, random_codes, temporal_codes
-from data_prep.canonical import RATINGS_ORDER, check_pairs, read_source
+from data_prep.canonical import RATINGS_ORDER, RATINGS_SCHEMA, check_pairs, read_source, read_table
 from data_prep.config import SplitConfig
 from data_prep.datasets import DATASETS
 from data_prep.errors import DataPrepError
@@ -117,9 +117,10 @@ def split(dataset: str, out: str | Path, data_dir: str | Path | None = None, con
     canonical = canonical_for(dataset, paths.data_dir(data_dir))
     source = read_source(canonical, dataset)
     with claim(out, COMMAND, legacy=LEGACY) as folder:
-        items = pl.read_parquet(canonical / "items.parquet")
+        items = read_table(canonical / "items.parquet", ("item_id", "genres"))
         check_holdout(items, config)
-        ratings = pl.read_parquet(canonical / "ratings.parquet")
+        read_table(canonical / "users.parquet", ("user_id",))  # copied as it is: check it reads
+        ratings = read_table(canonical / "ratings.parquet", RATINGS_SCHEMA)
         check_pairs(ratings.with_row_index("line", offset=1), str(canonical / "ratings.parquet"), unit="row",
                     hint="; canonical data holds one rating per pair (`data_prep prepare --duplicates keep-latest`)")
         ratings = assign(ratings, items, config)

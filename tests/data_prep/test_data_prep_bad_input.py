@@ -2,9 +2,11 @@
 non-zero CLI exit, and leaves no partial output (and no temp folders) behind."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 from conftest import ML100K_DATA, ML1M_MOVIES, SMALL, md5_of
 
@@ -304,3 +306,66 @@ def test_fractions_that_round_to_no_rating_are_refused(small_synth, tmp_path, kw
 def test_smallest_fractions_that_leave_one_rating_pass(small_synth, tmp_path):
     m = split("synth", tmp_path / "split", small_synth, val=0.5 / 20_000, test=0.5 / 20_000)  # round(0.5) = 1
     assert (m["counts"]["val"], m["counts"]["test"]) == (1, 1)
+
+
+# --- damaged files that data_prep reads back ---------------------------------------------------------------
+
+@pytest.fixture
+def canonical_copy(small_synth, tmp_path) -> Path:
+    """A private copy of the synthetic DATA_DIR, to damage."""
+    shutil.copytree(small_synth / "synth", tmp_path / "data" / "synth")
+    return tmp_path / "data"
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(("name", "damage", "expected"), [
+    ("ratings.parquet", truncate, "ratings.parquet: expected a parquet table, found a truncated or unreadable file"),
+    ("items.parquet", truncate, "items.parquet: expected a parquet table, found a truncated or unreadable file"),
+    ("users.parquet", truncate, "users.parquet: expected a parquet table, found a truncated or unreadable file"),
+    ("ratings.parquet", lambda p: pl.read_parquet(p).drop("rating").write_parquet(p),
+     "ratings.parquet: expected columns user_id, item_id, rating, timestamp, found no rating"),
+    ("source.json", lambda p: p.write_text('{"dataset": "synth", "source"'),
+     r"source.json line 1: expected a canonical source record, found bad JSON"),
+    ("source.json", lambda p: p.write_text('{"dataset": "synth"}'),
+     r"source.json: expected a canonical source record with dataset, source, checksum, layout, rating_scale, found no source"),
+])
+def test_split_names_a_damaged_canonical_file(canonical_copy, tmp_path, name, damage, expected):
+    damage(canonical_copy / "synth/canonical" / name)
+    with pytest.raises(DataPrepError) as err:
+        split("synth", tmp_path / "out", canonical_copy)
+    assert str(err.value).startswith(str(canonical_copy / "synth/canonical" / name)) and expected in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('{"dataset": "synth",\n "counts": ', r"manifest.json line 2: expected a split manifest \(written by `data_prep split`\), found bad JSON"),
+    ("[1, 2]", r"manifest.json: expected a split manifest \(written by `data_prep split`\) \(a JSON object\), found a list"),
+    ('{"dataset": "synth"}', r"manifest.json: expected a split manifest .* with dataset, .*, found no source, source_checksum"),
+    (None, r"manifest.json: expected a split manifest \(written by `data_prep split`\), found no file"),
+])
+def test_info_names_a_damaged_manifest(small_synth, tmp_path, capsys, text, expected):
+    out = tmp_path / "split"
+    split("synth", out, small_synth)
+    if text is None:
+        (out / "manifest.json").unlink()
+    else:
+        (out / "manifest.json").write_text(text)
+    assert main(["info", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"data_prep: error: {out / 'manifest.json'}")
+    assert re.search(expected, err), err
+
+
+def test_prepare_names_a_damaged_fetch_record(official_zip, tmp_path):
+    archive = official_zip("ml-1m")
+    raw = fetch("ml-1m", tmp_path, source=str(archive), md5=md5_of(archive))
+    (raw / "fetch.json").write_text('{"dataset": "ml-1m", "source": "local"}')
+    with pytest.raises(DataPrepError, match=rf"{raw / 'fetch.json'}: expected a fetch record with dataset, source, "
+                                            r"checksum, container, path, layout, found no checksum, container, path, layout"):
+        prepare("ml-1m", tmp_path)
+    (raw / "fetch.json").write_text("")
+    with pytest.raises(DataPrepError, match=rf"{raw / 'fetch.json'} line 1: expected a fetch record, found bad JSON"):
+        prepare("ml-1m", tmp_path)
