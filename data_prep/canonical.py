@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from data_prep import atomic
-from data_prep.checksum import file_digest
+from data_prep.sources.checksum import file_digest
 from data_prep.datasets import RatingScale
 from data_prep.errors import DataPrepError
 from data_prep.folder import legacy_output

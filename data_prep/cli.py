@@ -16,7 +16,7 @@ from data_prep.canonical import DUPLICATES
 from data_prep.config import DEFAULT_MIN_TEST_RATINGS, DEFAULT_SPARSE_BELOW, SCHEMES, parse_genre_list
 from data_prep.datasets import DATASETS
 from data_prep.errors import DataPrepError
-from data_prep.raw import RawFiles
+from data_prep.sources import RawFiles
 
 
 def parser() -> argparse.ArgumentParser:

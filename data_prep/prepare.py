@@ -13,7 +13,7 @@ from data_prep.parse.ml100k import parse_ml100k
 from data_prep.parse.movielens_csv import parse_movielens_csv
 from data_prep.parse.recbole import parse_recbole
 from data_prep.parse.tables import Tables
-from data_prep.raw import RawFiles
+from data_prep.sources import RawFiles
 
 
 def parse_raw(raw: RawFiles, dataset: str) -> Tables:

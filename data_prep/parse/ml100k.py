@@ -7,7 +7,8 @@ import polars as pl
 
 from data_prep.datasets import ML100K_GENRES
 from data_prep.errors import DataPrepError
-from data_prep.parse.table import TextFile, cast_column, read_fields
+from data_prep.parse.table import cast_column, read_fields
+from data_prep.sources import TextFile
 from data_prep.parse.tables import Tables, title_and_year, typed_ratings
 
 ITEM_COLUMNS = ("item_id", "title", "release_date", "video_release_date", "imdb_url", *ML100K_GENRES)

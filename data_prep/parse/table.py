@@ -3,45 +3,14 @@ name the file, the line, the column, what was expected and what was found. No pe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import polars as pl
 
 from data_prep.errors import DataPrepError
+from data_prep.sources.raw import TextFile
 
 FIELD_SEP = "\x1f"  # stands in for multi-character separators such as ML-1M's "::"
 LINE_SEP = "\x1e"  # a byte no MovieLens file holds: read_csv then yields one whole line per row
-
-
-@dataclass(frozen=True)
-class TextFile:
-    """The bytes of one file and the name errors should use for it (e.g. `ml-100k.zip:ml-100k/u.data`)."""
-
-    name: str
-    data: bytes
-    encoding: str  # "utf-8", "latin-1", or "utf-8|latin-1" (UTF-8 where valid, else latin-1)
-
-    def utf8(self) -> bytes:
-        """The file as UTF-8 with `\\n` line ends, which is what polars reads (no copy for plain ASCII)."""
-        data = self.data
-        if self.encoding == "latin-1":
-            if not data.isascii():
-                data = data.decode("latin-1").encode("utf-8")
-        elif not data.isascii():
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError as err:
-                if self.encoding != "utf-8|latin-1":
-                    line = data[: err.start].count(b"\n") + 1
-                    raise DataPrepError(
-                        f"{self.name} line {line}: expected UTF-8 text, found byte {data[err.start]:#04x}"
-                    ) from None
-                data = data.decode("latin-1").encode("utf-8")
-        if data.startswith(b"\xef\xbb\xbf"):
-            data = data[3:]
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        return data
 
 
 def lines(file: TextFile, header: str | None) -> tuple[pl.Series, int]:

@@ -8,10 +8,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from data_prep.checksum import file_digest
+from data_prep.sources.checksum import file_digest
 from data_prep.datasets import DatasetSpec
 from data_prep.errors import DataPrepError
-from data_prep.mirror import Unreachable
+from data_prep.sources.mirror import Unreachable
 
 TIMEOUT_S = 60
 MD5_PATTERN = re.compile(r"\b([0-9a-fA-F]{32})\b")

@@ -10,7 +10,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.checksum import file_digest
+from data_prep.sources.checksum import file_digest
 from data_prep.errors import DataPrepError
 
 

@@ -10,12 +10,12 @@ import polars as pl
 import pytest
 from conftest import ML100K_DATA, ML1M_MOVIES, SMALL, md5_of
 
-from data_prep import grouplens
-from data_prep.datasets import GROUPLENS_URL
 from data_prep.api import fetch, prepare, split
 from data_prep.cli import main
+from data_prep.datasets import GROUPLENS_URL
 from data_prep.errors import DataPrepError
 from data_prep.folder import LOCK, MARKER
+from data_prep.sources import grouplens
 
 
 def leftovers(root: Path) -> list[str]:

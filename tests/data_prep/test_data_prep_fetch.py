@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from data_prep import grouplens, mirror
 from data_prep.api import fetch, prepare, split
-from data_prep.checksum import file_digest
 from data_prep.folder import LOCK
-from data_prep.mirror import Unreachable
+from data_prep.sources import grouplens, mirror
+from data_prep.sources.checksum import file_digest
+from data_prep.sources.mirror import Unreachable
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""`fetch`: put a dataset's raw files under `DATA_DIR/DATASET/raw/`, verified, with `fetch.json` saying
-which source was used and its checksum.
+"""The raw folder `DATA_DIR/DATASET/raw/`: `fetch` fills it with a dataset's files, verified, and
+`fetch.json` saying which source was used and its checksum; `RawFiles` reads them back for `prepare`,
+whatever container (an official zip archive `ARCHIVE.zip`, or a folder of files `files/`) holds them.
 
 Sources: `grouplens` (official archive, GroupLens' published MD5), `pypi-mirror` (ML-100K from the
 `recbole==1.2.1` wheel, SHA-256), `auto` (GroupLens, then the mirror where one exists), or a local PATH: an
@@ -13,18 +14,21 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from data_prep import atomic, paths
-from data_prep.checksum import tree_digest
 from data_prep.datasets import LAYOUT_FILES, DatasetSpec, spec_for
 from data_prep.errors import DataPrepError
 from data_prep.folder import claim, legacy_output
-from data_prep.grouplens import fetch_grouplens, parse_md5, verify_md5
-from data_prep.mirror import MIRRORS, Unreachable, fetch_mirror, mirror_for
-from data_prep.raw import FOLDER, RECORD, RawFiles, check_zip, member_index
+from data_prep.sources.archive import check_zip, member_index, open_zip
+from data_prep.sources.checksum import tree_digest
+from data_prep.sources.grouplens import fetch_grouplens, parse_md5, verify_md5
+from data_prep.sources.mirror import MIRRORS, Unreachable, fetch_mirror, mirror_for
 
+RECORD = "fetch.json"
+FOLDER = "files"
 log = logging.getLogger("data_prep")
 
 NAMED_SOURCES = ("auto", "grouplens", "pypi-mirror")
@@ -187,3 +191,79 @@ def fetch_auto(spec: DatasetSpec, staging: Path, md5: str | None) -> dict[str, A
         for leftover in staging.iterdir():
             leftover.unlink()
         return from_mirror(spec, staging)
+
+
+@dataclass(frozen=True)
+class TextFile:
+    """The bytes of one file and the name errors should use for it (e.g. `ml-100k.zip:ml-100k/u.data`)."""
+
+    name: str
+    data: bytes
+    encoding: str  # "utf-8", "latin-1", or "utf-8|latin-1" (UTF-8 where valid, else latin-1)
+
+    def utf8(self) -> bytes:
+        """The file as UTF-8 with `\\n` line ends, which is what polars reads (no copy for plain ASCII)."""
+        data = self.data
+        if self.encoding == "latin-1":
+            if not data.isascii():
+                data = data.decode("latin-1").encode("utf-8")
+        elif not data.isascii():
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as err:
+                if self.encoding != "utf-8|latin-1":
+                    line = data[: err.start].count(b"\n") + 1
+                    raise DataPrepError(
+                        f"{self.name} line {line}: expected UTF-8 text, found byte {data[err.start]:#04x}"
+                    ) from None
+                data = data.decode("latin-1").encode("utf-8")
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        return data
+
+
+@dataclass(frozen=True)
+class RawFiles:
+    """Read access to the fetched files, by base name, whatever container holds them."""
+
+    root: Path
+    record: dict[str, Any]
+
+    @classmethod
+    def load(cls, root: Path, dataset: str) -> "RawFiles":
+        path = root / RECORD
+        if not path.exists():
+            raise DataPrepError(
+                f"{path}: expected fetched data for {dataset}, found none; run `data_prep fetch {dataset}` first"
+            )
+        return cls(root, atomic.read_json(path, "a fetch record", ("dataset", "source", "checksum", "container", "path", "layout")))
+
+    @property
+    def layout(self) -> str:
+        return self.record["layout"]
+
+    def names(self) -> dict[str, str]:
+        if self.record["container"] == "zip":
+            with open_zip(self.root / self.record["path"]) as archive:
+                return member_index(archive.namelist())
+        folder = self.root / FOLDER
+        return {p.name: p.name for p in sorted(folder.iterdir()) if p.is_file()}
+
+    def has(self, name: str) -> bool:
+        return name in self.names()
+
+    def text(self, name: str, encoding: str) -> TextFile:
+        """The file `name` (a base name) as a TextFile whose display name says where it came from."""
+        index = self.names()
+        if self.record["container"] == "zip":
+            archive_path = self.root / self.record["path"]
+            if name not in index:
+                raise DataPrepError(f"{archive_path}: expected a member named {name}, found none")
+            with open_zip(archive_path) as archive:
+                return TextFile(f"{archive_path.name}:{index[name]}", archive.read(index[name]), encoding)
+        path = self.root / FOLDER / name
+        if not path.is_file():
+            raise DataPrepError(f"{self.root / FOLDER}: expected a file named {name}, found none")
+        return TextFile(str(path), path.read_bytes(), encoding)
