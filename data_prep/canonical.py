@@ -1,5 +1,6 @@
-"""The canonical schema every source is turned into, its checks, and the folder that holds it:
-`ratings.parquet`, `items.parquet`, `users.parquet`, `source.json`."""
+"""Stage 3, canonical: the schema every source is turned into, its checks, and the folder that holds it,
+`DATA_DIR/DATASET/canonical/` (`ratings.parquet`, `items.parquet`, `users.parquet`, `source.json`), written
+by `prepare` from the parsed files (or by `synth`) and read by `split`."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -8,12 +9,13 @@ from typing import Any
 
 import polars as pl
 
-from data_prep import atomic
+from data_prep import atomic, paths
 from data_prep.sources.checksum import file_digest
-from data_prep.datasets import RatingScale
+from data_prep.datasets import RatingScale, spec_for
 from data_prep.errors import DataPrepError
-from data_prep.folder import legacy_output
-from data_prep.parse.tables import Tables
+from data_prep.folder import claim, legacy_output
+from data_prep.parse import Tables, parse_raw
+from data_prep.sources import RawFiles
 
 RATINGS_SCHEMA = {"user_id": pl.Int64, "item_id": pl.Int64, "rating": pl.Float32, "timestamp": pl.Int64}
 USER_FEATURES = ("gender", "age", "occupation", "zip")  # ML-100K/1M order; other columns follow, by name
@@ -142,6 +144,28 @@ def write_canonical(folder: Path, ratings: pl.DataFrame, items: pl.DataFrame, us
     atomic.write_together(folder, {"ratings.parquet": write_ratings, "items.parquet": items.write_parquet,
                                    "users.parquet": users.write_parquet, "source.json": write_source})
     return folder
+
+
+def prepare(dataset: str, data_dir: str | Path | None = None, duplicates: str = "error") -> Path:
+    """Parse the fetched files of `dataset` and write `DATA_DIR/DATASET/canonical/`; returns that folder.
+
+    A (user_id, item_id) rated twice is an error naming both lines; `duplicates="keep-latest"` keeps the
+    latest rating of each pair instead, and source.json records how many were dropped."""
+    spec = spec_for(dataset)
+    root = paths.data_dir(data_dir)
+    raw = RawFiles.load(paths.raw_dir(dataset, root), dataset)
+    with claim(paths.canonical_dir(dataset, root), COMMAND, "--data-dir", LEGACY) as canonical:
+        tables = parse_raw(raw, dataset)
+        ratings, items, users = canonical_tables(tables, spec.scale, duplicates)
+        source = {
+            "dataset": dataset,
+            "source": raw.record["source"],
+            "checksum": raw.record["checksum"],
+            "layout": raw.layout,
+            "rating_scale": spec.scale.as_dict(),
+            "duplicates": {"policy": duplicates, "dropped": tables.ratings.height - ratings.height},
+        }
+        return write_canonical(canonical, ratings, items, users, source)
 
 
 def read_source(canonical: Path, dataset: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from data_prep.errors import DataPrepError
-from data_prep.parse.table import cast_column, read_fields
+from data_prep.parse.fields import cast_column, read_fields
 from data_prep.sources import TextFile
 from data_prep.parse.tables import Tables, typed_movies, typed_ratings
 

@@ -7,7 +7,7 @@ import polars as pl
 
 from data_prep.datasets import ML100K_GENRES
 from data_prep.errors import DataPrepError
-from data_prep.parse.table import cast_column, read_fields
+from data_prep.parse.fields import cast_column, read_fields
 from data_prep.sources import TextFile
 from data_prep.parse.tables import Tables, title_and_year, typed_ratings
 

@@ -9,7 +9,7 @@ import io
 import polars as pl
 
 from data_prep.errors import DataPrepError
-from data_prep.parse.table import read_fields
+from data_prep.parse.fields import read_fields
 from data_prep.sources import TextFile
 from data_prep.parse.tables import Tables, typed_movies, typed_ratings
 

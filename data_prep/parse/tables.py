@@ -1,11 +1,12 @@
-"""What every parser returns: the three canonical tables plus where the ratings came from (for errors)."""
+"""Tables: what every parser returns (ratings, items, users plus the files their lines refer to), and the
+typed columns the formats share, built from string `fields`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import polars as pl
 
-from data_prep.parse.table import cast_column
+from data_prep.parse.fields import cast_column
 
 YEAR_SUFFIX = r"^(.*?)\s*\((\d{4})\)\s*$"
 

@@ -1,5 +1,6 @@
-"""Split a delimited text file into string columns with a `line` number, and cast them with errors that
-name the file, the line, the column, what was expected and what was found. No per-row Python."""
+"""Fields: a delimited text file split into string columns with a `line` number, and their casts, with
+errors that name the file, the line, the column, what was expected and what was found. No per-row Python.
+(`tables` builds the typed tables from these fields.)"""
 from __future__ import annotations
 
 from collections.abc import Sequence
