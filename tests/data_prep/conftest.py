@@ -44,6 +44,7 @@ CSV_MOVIES = (
     "140,Up Close and Personal (1996),(no genres listed)\n"
 )
 
+ZIP_TIME = (1998, 4, 23, 0, 0, 0)
 ARCHIVE_FOLDER = {"ml-100k": "ml-100k", "ml-1m": "ml-1m", "ml-10m": "ml-10M100K", "ml-20m": "ml-20m",
                   "ml-25m": "ml-25m", "ml-32m": "ml-32m", "ml-latest-small": "ml-latest-small"}
 
@@ -63,10 +64,11 @@ def official_members(dataset: str) -> dict[str, bytes]:
 
 
 def write_zip(path: Path, folder: str, members: dict[str, bytes]) -> Path:
+    """The same members always give the same bytes (and MD5): entries carry a fixed time, not the clock's."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(f"{folder}/", b"")
+        archive.writestr(zipfile.ZipInfo(f"{folder}/", ZIP_TIME), b"")
         for name, data in members.items():
-            archive.writestr(f"{folder}/{name}", data)
+            archive.writestr(zipfile.ZipInfo(f"{folder}/{name}", ZIP_TIME), data, zipfile.ZIP_DEFLATED)
     return path
 
 

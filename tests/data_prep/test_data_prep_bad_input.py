@@ -27,7 +27,8 @@ def leftovers(root: Path) -> list[str]:
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's bytes, but the lock file's (it names the last process that held the folder)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOCK}
 
 
 # --- checksums -----------------------------------------------------------------------------------------
