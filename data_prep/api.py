@@ -14,7 +14,7 @@ from typing import Any
 
 from data_prep.config import DEFAULT_MIN_TEST_RATINGS, DEFAULT_SPARSE_BELOW, SplitConfig, parse_genre_list
 from data_prep.sources import fetch as _fetch
-from data_prep.info import info as _info
+from data_prep.manifest import info as _info
 from data_prep.canonical import prepare as _prepare
 from data_prep.split import split as _split
 from data_prep.synth import SynthConfig

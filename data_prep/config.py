@@ -1,4 +1,6 @@
-"""Typed settings of `split` and `synth`, checked once, with errors that name the flag."""
+"""The settings of a split: `SplitConfig` (scheme, seed, validation and test fractions, holdout genres and
+the genre-class thresholds, checked once with errors that name the flag), their defaults, and the parser of
+`--holdout-genres`. (The generator's settings, `SynthConfig`, live with it in `data_prep.synth`.)"""
 from __future__ import annotations
 
 from dataclasses import dataclass

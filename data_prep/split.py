@@ -1,6 +1,6 @@
 """`split`: assign every rating to train/val/test (before any genre filtering), mark the teacher's
 pre-training ratings, and write a self-contained split folder with `manifest.json`, which carries the
-split's content fingerprint (`data_prep.fingerprint`) and spells out the split codes."""
+split's content fingerprint and spells out the split codes (`data_prep.manifest`)."""
 from __future__ import annotations
 
 import shutil
@@ -10,21 +10,18 @@ from typing import Any
 import polars as pl
 
 from data_prep import atomic, paths
-from data_prep.assign import SPLIT_CODES, TEST, TRAIN, VAL, random_codes, temporal_codes
+from data_prep.assign import TEST, TRAIN, VAL, random_codes, temporal_codes
 from data_prep.canonical import RATINGS_ORDER, RATINGS_SCHEMA, check_pairs, read_source, read_table
 from data_prep.config import SplitConfig
 from data_prep.datasets import DATASETS
 from data_prep.errors import DataPrepError
-from data_prep.fingerprint import split_fingerprint
 from data_prep.folder import claim, legacy_output
 from data_prep.genres import genre_table, holdout_items, item_genres
+from data_prep.manifest import split_manifest
 
 COMMAND = "data_prep split"  # the owner marker of a split folder
-FORMAT = 2  # 2: adds fingerprint, split_codes, teacher_flag
 FILES = ("ratings.parquet", "items.parquet", "users.parquet", "manifest.json")  # manifest.json: written last
 LEGACY = legacy_output(set(FILES), "manifest.json", {"format", "dataset", "source_checksum", "scheme", "counts", "genres"})
-TEACHER_FLAG = ("true: a training rating (split 0) of a movie with no holdout genre, i.e. the teacher's "
-                "pre-training set; false: every other rating")
 
 
 def canonical_for(dataset: str, root: Path) -> Path:
@@ -78,34 +75,6 @@ def check_nonempty(ratings: pl.DataFrame, config: SplitConfig) -> None:
                             f"lower --val/--test")
 
 
-def manifest(dataset: str, source: dict[str, Any], config: SplitConfig, ratings: pl.DataFrame,
-             genres: dict[str, Any]) -> dict[str, Any]:
-    split = ratings["split"]
-    return {
-        "format": FORMAT,
-        "dataset": dataset,
-        "source": source["source"],
-        "source_checksum": source["checksum"],
-        "scheme": config.scheme,
-        "seed": config.seed,
-        "val": config.val,
-        "test": config.test,
-        "holdout_genres": sorted(config.holdout_genres),
-        "rating_scale": source["rating_scale"],
-        "rule": {"sparse_below_share": config.sparse_below, "min_test_ratings": config.min_test_ratings,
-                 "text": config.rule_text()},
-        "counts": {
-            "ratings": ratings.height, "train": int((split == TRAIN).sum()), "val": int((split == VAL).sum()),
-            "test": int((split == TEST).sum()), "teacher_train": int(ratings["teacher"].sum()),
-            "users": ratings["user_id"].n_unique(), "items": ratings["item_id"].n_unique(),
-        },
-        "genres": genres,
-        "fingerprint": split_fingerprint(ratings, config, source["rating_scale"]),
-        "split_codes": {str(code): name for name, code in SPLIT_CODES.items()},
-        "teacher_flag": TEACHER_FLAG,
-    }
-
-
 def split(dataset: str, out: str | Path, data_dir: str | Path | None = None, config: SplitConfig | None = None
           ) -> dict[str, Any]:
     """Split `dataset`'s canonical ratings into the folder `out`; returns the manifest.
@@ -130,7 +99,7 @@ def split(dataset: str, out: str | Path, data_dir: str | Path | None = None, con
                 f"--holdout-genres: expected the teacher to keep some training ratings, found none after holding "
                 f"out {', '.join(config.holdout_genres)}"
             )
-        result = manifest(dataset, source, config, ratings, genre_table(ratings, items, config))
+        result = split_manifest(dataset, source, config, ratings, genre_table(ratings, items, config))
         atomic.write_together(folder, {
             "ratings.parquet": ratings.write_parquet,
             "items.parquet": lambda tmp: shutil.copyfile(canonical / "items.parquet", tmp),

@@ -13,7 +13,7 @@ import pytest
 from data_prep.api import split
 from data_prep.config import SplitConfig
 from data_prep.genres import genre_table
-from data_prep.info import info
+from data_prep.manifest import info
 
 HOLDOUT = ("Crime", "Adventure")
 
