@@ -10,8 +10,6 @@ import sys
 import polars as pl
 import pytest
 
-pytest.importorskip("surprise")
-
 from data_prep.atomic import read_json
 from reckd.baselines import MODELS, fit_baselines
 from reckd.data.split import SplitError, load_split
