@@ -11,6 +11,7 @@ from data_prep.assign import SPLIT_CODES, TEST, TRAIN, VAL
 from data_prep.atomic import read_json
 from data_prep.config import SplitConfig
 from data_prep.fingerprint import split_fingerprint
+from data_prep.table import render_table
 
 FORMAT = 2  # 2: adds fingerprint, split_codes, teacher_flag
 TEACHER_FLAG = ("true: a training rating (split 0) of a movie with no holdout genre, i.e. the teacher's "
@@ -65,8 +66,6 @@ def info(split_dir: str | Path) -> str:
          v["users"], v["items"], f"{100 * v['train_share']:.2f}%")
         for g, v in sorted(m["genres"].items(), key=lambda kv: (-kv[1]["train"], kv[0]))
     ]
-    cells = [COLUMNS] + [tuple(str(x) for x in row) for row in rows]
-    widths = [max(len(row[k]) for row in cells) for k in range(len(COLUMNS))]
     lines = [
         f"{m['dataset']}  source {m['source']} ({m['source_checksum']})",
         f"scheme {m['scheme']}  seed {m['seed']}  val {m['val']}  test {m['test']}  "
@@ -75,11 +74,8 @@ def info(split_dir: str | Path) -> str:
         f"teacher {c['teacher_train']}  users {c['users']}  items {c['items']}",
         f"rule: {m['rule']['text']}",
         "",
+        render_table(COLUMNS, [[str(x) for x in row] for row in rows], left=2),
     ]
-    for k, row in enumerate(cells):
-        lines.append("  ".join(cell.ljust(w) if j < 2 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))))
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
     if any(v["holdout"] for v in m["genres"].values()):
         lines.append("* holdout genre: absent from the teacher's pre-training set")
     return "\n".join(lines) + "\n"

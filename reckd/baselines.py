@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.atomic import read_json, write_json
+from reckd.train.io import write_array
 from data_prep.folder import claim
 from reckd.data.split import SplitData
 from reckd.errors import ReckdError
@@ -173,7 +174,7 @@ def _params(model: str, svd: dict, svdpp_max_epochs: int) -> dict:
 
 def _finished(path: Path, request: dict) -> dict | None:
     """The result in ``path`` when it exists and was made with ``request``; None when it is to be (re)fit."""
-    if not path.is_file():
+    if not (path.is_file() and path.with_name("test_predictions.npy").is_file()):
         return None
     result = read_json(path, "a baseline result")
     recorded = {k: v for k, v in result.get("config", {}).items() if k not in ("params", "svd_choice")}
@@ -309,9 +310,10 @@ def fit_baselines(data: SplitData, out: Path,
             config = {**requests[model, scope], "params": params(model, scope)}
             if MODELS[model].tuned:
                 config["svd_choice"] = choice[split.choice_scope(scope)]["params"]
-            for result in _score(split, model, scope, seed, scored[scope], estimates, seconds, config):
+            for result, predictions in _score(split, model, scope, seed, scored[scope], estimates, seconds, config):
                 key = (result["genre"], result["method"], seed)
                 if done[key] is None:
+                    write_array(path(*key).with_name("test_predictions.npy"), predictions)
                     write_json(path(*key), result)
                     done[key] = result
         results = sorted(done.values(), key=lambda r: (r["genre"], r["method"], r["seed"]))
@@ -324,14 +326,18 @@ def fit_baselines(data: SplitData, out: Path,
 
 
 def _score(split: _Split, model: str, scope: str, seed: int, genres: list[str], estimates: np.ndarray,
-           seconds: float, config: dict) -> list[dict]:
-    """One fit's result per genre, from its predictions of ``split.query(scope)``; an all-genre fit's
-    results also carry its RMSE on the teacher's overall validation and test rows."""
+           seconds: float, config: dict) -> list[tuple[dict, np.ndarray]]:
+    """One fit's result per genre, and its test predictions (in the genre's test-row order, as a
+    student's), from its predictions of ``split.query(scope)``; an all-genre fit's results also carry
+    its RMSE on the teacher's overall validation and test rows."""
     query = split.query(scope)
+
+    def predicted(part: str, genre: str | None) -> np.ndarray:
+        return estimates[np.searchsorted(query, split.scored(part, genre))]
 
     def rmse(part: str, genre: str | None) -> tuple[int, float]:
         rows = split.scored(part, genre)
-        return rows.size, _rmse(estimates[np.searchsorted(query, rows)], split.rating[rows])
+        return rows.size, _rmse(predicted(part, genre), split.rating[rows])
 
     overall = {}
     if scope == ALL:
@@ -340,10 +346,10 @@ def _score(split: _Split, model: str, scope: str, seed: int, genres: list[str], 
     results = []
     for genre in genres:
         (_, val), (test_n, test) = rmse("val", genre), rmse("test", genre)
-        results.append({"genre": genre, "method": method_name(model, scope), "seed": seed, "val_rmse": val,
+        results.append(({"genre": genre, "method": method_name(model, scope), "seed": seed, "val_rmse": val,
                         "test_rmse": test, "test_ratings": test_n, "train_ratings": int(split.train(scope).size),
                         "seconds": seconds, "deterministic": not MODELS[model].stochastic, "config": config,
-                        **overall})
+                        **overall}, predicted("test", genre)))
     return results
 
 

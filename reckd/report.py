@@ -1,32 +1,42 @@
-"""The per-genre RMSE table of a ``reckd distill`` folder, read back from its run folders."""
+"""The per-genre table of a ``reckd distill`` folder, read back from its run folders: RMSE (or a
+ranking metric) per genre and method, mean ± std over seeds, beside the teacher and, optionally, the
+classical reference rows of a ``reckd baselines`` folder."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from scipy.stats import wilcoxon
+
+from data_prep.table import render_table
 from reckd import __version__
 from reckd.errors import ReckdError
-from reckd.train.io import read_json, write_with
+from reckd.train.io import read_array, read_json, write_with
 from reckd.train.plan import slug
+from reckd.train.ranking import check_metric
 from reckd.train.teacher import teacher_ref
 
 CLASSES = ("dense", "sparse")
+FORMATS = ("table", "csv", "json", "markdown")
 
 
 @dataclass
 class Cell:
-    """One method on one genre (or one macro-average): RMSE over seeds."""
+    """One method on one genre (or one macro-average): the metric over seeds."""
 
     mean: float
     std: float
     seeds: int
-    improvement: float | None = None  # % RMSE reduction relative to ``none``
+    improvement: float | None = None  # % better than ``none`` (RMSE reduction, or ranking gain)
     asked: int = 0  # seeds requested for this cell (a cell with fewer finished is partial)
+    p_none: float | None = None  # paired Wilcoxon test vs ``none`` over the test ratings (RMSE only)
+    p_classical: float | None = None  # the same vs the best classical reference (chosen on validation)
+    classical: str | None = None  # which reference that was
+    beats_classical: bool = False  # lower mean squared error than that reference
 
 
 @dataclass
@@ -43,11 +53,18 @@ class Report:
     """A distill folder read back: the rows, and what made them."""
 
     rows: list[Row]
-    methods: list[str]
+    methods: list[str]  # students, in request order
     teacher: dict  # the teacher's result.json
     made_with: dict  # distill.json: split/teacher paths and fingerprints, requested runs
     seeds: list[int]
     missing: list[tuple[str, str, int]] = field(default_factory=list)  # requested runs not finished
+    metric: str = "rmse"
+    references: list[str] = field(default_factory=list)  # classical columns (from a baselines folder)
+    baselines: dict | None = None  # its baselines.json
+
+    @property
+    def columns(self) -> list[str]:
+        return self.references + self.methods
 
 
 def _cell(values: list[float], asked: int = 0) -> Cell:
@@ -55,11 +72,28 @@ def _cell(values: list[float], asked: int = 0) -> Cell:
                 asked=asked or len(values))
 
 
-def collect(run_dir: Path, only: list[str] | None = None) -> Report:
+def _key(metric: str) -> str:
+    return "test_rmse" if metric == "rmse" else metric
+
+
+def _read_runs(folder: Path, requested: list[tuple[str, str, int]]) -> dict[tuple[str, str, int], dict]:
+    out = {}
+    for g, m, s in requested:
+        path = folder / slug(g) / slug(m) / f"seed{s}" / "result.json"
+        if path.is_file():
+            out[g, m, s] = read_json(path, "a run's result")
+    return out
+
+
+def collect(run_dir: Path, only: list[str] | None = None, metric: str = "rmse",
+            baselines: Path | None = None) -> Report:
     """Rows per genre plus dense/sparse macro-average rows, read from a ``reckd distill`` folder.
     Macro-averages: per seed, the mean over the class's genres; then mean ± std over seeds.
-    ``only``: report just these methods (in this order). Refuses a folder whose teacher changed or
-    was trained on another split than the one recorded; lists requested runs that are not finished."""
+    ``only``: report just these methods (in this order). ``metric``: ``rmse`` or a ranking metric
+    (``ndcg@10``, ``recall@10``, ``hr@10``). ``baselines``: a ``reckd baselines`` folder of the same
+    split, shown as reference columns. Refuses a folder whose teacher changed or was trained on
+    another split than the one recorded; lists requested runs that are not finished."""
+    check_metric(metric)
     run_dir = Path(run_dir)
     if not (run_dir / "distill.json").is_file():
         raise ReckdError(f"{run_dir / 'distill.json'}: missing; expected a `reckd distill --out` folder")
@@ -80,11 +114,7 @@ def collect(run_dir: Path, only: list[str] | None = None) -> Report:
                          f"on split {info['split_fingerprint']}")
     teacher = ref.result
     requested = [(g, m, s) for g, m, s in info["runs"]]
-    results = {}
-    for g, m, s in requested:
-        path = run_dir / slug(g) / slug(m) / f"seed{s}" / "result.json"
-        if path.is_file():
-            results[g, m, s] = read_json(path, "a run's result")
+    results = _read_runs(run_dir, requested)
     if not results:
         raise ReckdError(f"{run_dir}: no finished runs (no */*/seed*/result.json)")
     order = list(dict.fromkeys(m for _, m, _ in requested))
@@ -92,54 +122,146 @@ def collect(run_dir: Path, only: list[str] | None = None) -> Report:
     if only and len(methods) < len(only):
         missing = sorted(set(only) - set(methods))
         raise ReckdError(f"--methods: no finished runs of {', '.join(missing)} in {run_dir}")
+    references, base_info = [], None
+    if baselines is not None:
+        base_info, base_results = _baselines(Path(baselines), info["split_fingerprint"], metric)
+        references = list(dict.fromkeys(m for _, m, _ in base_results))
+        results = {**results, **base_results}
+        requested = requested + list(base_results)
+    columns = references + methods
     asked: dict[tuple[str, str], int] = {}
     for g, m, _ in requested:
         asked[g, m] = asked.get((g, m), 0) + 1
+    key = _key(metric)
     by_key: dict[tuple[str, str], dict[int, float]] = {}
     for (g, m, s), r in results.items():
-        if m in methods:
-            by_key.setdefault((g, m), {})[s] = r["test_rmse"]
+        if m in columns and r.get(key) is not None:
+            by_key.setdefault((g, m), {})[s] = r[key]
     klass = lambda g: manifest["genres"][g]["class"]
-    genres = sorted({g for g, _ in by_key}, key=lambda g: (CLASSES.index(klass(g)) if klass(g) in CLASSES else 2, g))
+    genres = sorted({g for g, m in by_key if m in methods},
+                    key=lambda g: (CLASSES.index(klass(g)) if klass(g) in CLASSES else 2, g))
     rows = []
     for genre in genres:
-        cells = {m: _cell(list(by_key[genre, m].values()), asked[genre, m]) for m in methods if (genre, m) in by_key}
+        cells = {m: _cell(list(by_key[genre, m].values()), asked[genre, m]) for m in columns if (genre, m) in by_key}
         t = teacher["genres"].get(genre, {})
-        rows.append(Row(genre, klass(genre), t.get("test_ratings", 0), t.get("test_rmse"), cells))
+        rows.append(Row(genre, klass(genre), t.get("test_ratings", 0), t.get(key), cells))
     for name in CLASSES:
         members = [r.genre for r in rows if r.klass == name]
         if not members:
             continue
         cells = {}
-        for m in methods:
+        for m in columns:
             seeds = set.intersection(*[set(by_key.get((g, m), {})) for g in members])
             if seeds:
                 asked_seeds = min(asked.get((g, m), 0) for g in members)
                 cells[m] = _cell([statistics.fmean(by_key[g, m][s] for g in members) for s in sorted(seeds)],
                                  asked_seeds)
-        teacher_avg = statistics.fmean(teacher["genres"][g]["test_rmse"] for g in members)
+        teacher_values = [teacher["genres"][g].get(key) for g in members]
+        teacher_avg = statistics.fmean(teacher_values) if None not in teacher_values else None
         rows.append(Row(f"{name} macro-avg", name, sum(r.test_ratings for r in rows if r.genre in members),
                         teacher_avg, cells))
+    sign = -1.0 if metric == "rmse" else 1.0  # lower RMSE is better; higher ranking metrics are
     for row in rows:
         base = row.methods.get("none")
-        for cell in row.methods.values():
-            cell.improvement = None if base is None else 100.0 * (base.mean - cell.mean) / base.mean
+        for m, cell in row.methods.items():
+            if base is not None and m in methods:
+                cell.improvement = sign * 100.0 * (cell.mean - base.mean) / base.mean
     missing = [k for k in requested if k not in results and k[1] in methods]
-    seeds = sorted({s for _, _, s in requested})
-    return Report(rows, methods, teacher, info, seeds, missing)
+    seeds = sorted({s for _, m, s in requested if m in methods})
+    report = Report(rows, methods, teacher, info, seeds, missing, metric, references, base_info)
+    if metric == "rmse":
+        _significance(report, run_dir, Path(baselines) if baselines is not None else None, results)
+    return report
 
 
-def records(rows: list[Row], methods: list[str]) -> list[dict]:
+def _baselines(folder: Path, fingerprint: str, metric: str) -> tuple[dict, dict[tuple[str, str, int], dict]]:
+    """The reference runs of a ``reckd baselines`` folder made from the same split."""
+    info = read_json(folder / "baselines.json", "a `reckd baselines --out` summary")
+    if info.get("split_fingerprint") != fingerprint:
+        raise ReckdError(f"--baselines {folder}: made from split {info.get('split_fingerprint')}, but the students "
+                         f"from split {fingerprint}")
+    if metric != "rmse":
+        raise ReckdError(f"--baselines with --metric {metric}: the classical rows are scored by RMSE only; "
+                         f"use --metric rmse")
+    return info, _read_runs(folder, [tuple(r) for r in info["runs"]])
+
+
+def _significance(report: Report, run_dir: Path, baselines: Path | None, results: dict) -> None:
+    """Paired two-sided Wilcoxon signed-rank tests over a genre's test ratings: each rating's squared
+    error, averaged over the seeds both sides have, for every method against ``none`` and against the
+    classical reference with the best validation RMSE on that genre. A macro row pools its genres' ratings.
+    Runs without saved test predictions get no test (``None``)."""
+    from reckd.data.split import load_split
+
+    data = load_split(report.made_with["split"])
+    seeds: dict[tuple[str, str], set[int]] = {}
+    for g, m, s in results:
+        seeds.setdefault((g, m), set()).add(s)
+    ratings = {r.genre: data.rating[data.rows("test", r.genre)].cpu().numpy() for r in report.rows
+               if not r.genre.endswith("macro-avg")}
+    cache: dict[tuple, np.ndarray | None] = {}
+
+    def squared_error(genre: str, method: str, chosen: frozenset[int]) -> np.ndarray | None:
+        if (genre, method, chosen) not in cache:
+            folder = (baselines if method in report.references else run_dir) / slug(genre) / slug(method)
+            files = [folder / f"seed{s}" / "test_predictions.npy" for s in sorted(chosen)]
+            runs = [read_array(f) for f in files if f.is_file()]
+            ok = runs and len(runs) == len(files) and all(r.shape == ratings[genre].shape for r in runs)
+            cache[genre, method, chosen] = np.mean([(r - ratings[genre]) ** 2 for r in runs], axis=0) if ok else None
+        return cache[genre, method, chosen]
+
+    def test(genres: list[str], method: str, other: str) -> tuple[float, float] | None:
+        """(p-value, mean difference of squared errors method − other) over the genres' test ratings."""
+        diffs = []
+        for genre in genres:
+            mine, theirs = seeds.get((genre, method), set()), seeds.get((genre, other), set())
+            if other not in report.references:  # students: the seeds both have
+                mine = theirs = mine & theirs
+            a = squared_error(genre, method, frozenset(mine)) if mine else None
+            b = squared_error(genre, other, frozenset(theirs)) if theirs else None
+            if a is None or b is None:
+                return None
+            diffs.append(a - b)
+        d = np.concatenate(diffs)
+        return (float(wilcoxon(d).pvalue) if np.any(d != 0) else 1.0), float(d.mean())
+
+    klass = {r.genre: r.klass for r in report.rows}
+    best = {}
+    for genre in ratings:
+        val = {m: statistics.fmean(results[genre, m, s]["val_rmse"] for s in seeds[genre, m])
+               for m in report.references if (genre, m) in seeds}
+        best[genre] = min(val, key=val.get) if val else None
+    for row in report.rows:
+        macro = row.genre.endswith("macro-avg")
+        genres = [g for g in ratings if klass[g] == row.klass] if macro else [row.genre]
+        for m, cell in row.methods.items():
+            if m not in report.methods:
+                continue
+            if m != "none" and "none" in row.methods:
+                outcome = test(genres, m, "none")
+                cell.p_none = None if outcome is None else outcome[0]
+            if not macro and best.get(row.genre):
+                outcome = test(genres, m, best[row.genre])
+                if outcome is not None:
+                    cell.classical, cell.p_classical = best[row.genre], outcome[0]
+                    cell.beats_classical = outcome[1] < 0
+
+
+def records(report: Report) -> list[dict]:
     out = []
-    for r in rows:
-        rec = {"genre": r.genre, "class": r.klass, "test_ratings": r.test_ratings, "teacher_rmse": r.teacher}
-        for m in methods:
+    name = report.metric.replace("@", "_at_")
+    for r in report.rows:
+        rec = {"genre": r.genre, "class": r.klass, "test_ratings": r.test_ratings, f"teacher_{name}": r.teacher}
+        for m in report.columns:
             c = r.methods.get(m)
-            rec[f"{m}_rmse"] = c.mean if c else None
+            rec[f"{m}_{name}"] = c.mean if c else None
             rec[f"{m}_std"] = c.std if c else None
             rec[f"{m}_seeds"] = c.seeds if c else 0
             rec[f"{m}_seeds_asked"] = c.asked if c else 0
-            rec[f"{m}_improvement_pct"] = c.improvement if c else None
+            if m in report.methods:
+                rec[f"{m}_improvement_pct"] = c.improvement if c else None
+                rec[f"{m}_p_vs_none"] = c.p_none if c else None
+                rec[f"{m}_p_vs_classical"] = c.p_classical if c else None
         out.append(rec)
     return out
 
@@ -147,53 +269,59 @@ def records(rows: list[Row], methods: list[str]) -> list[dict]:
 def document(report: Report) -> dict:
     """The JSON report: what made the numbers (split, teacher, seeds, methods, version) and the rows."""
     info, teacher = report.made_with, report.teacher
-    return {"reckd_version": __version__, "split": info["split"], "split_fingerprint": info["split_fingerprint"],
+    return {"reckd_version": __version__, "metric": report.metric, "split": info["split"],
+            "split_fingerprint": info["split_fingerprint"],
             "teacher": {"path": info["teacher"], "sha256": info["teacher_sha256"],
                         "test_rmse": teacher["test_rmse"], "test_ratings": teacher["test_ratings"],
                         "parameters": teacher["parameters"], "best_epoch": teacher["best_epoch"]},
-            "seeds": report.seeds, "methods": report.methods, "partial": bool(report.missing),
-            "missing_runs": [list(k) for k in report.missing],
-            "rows": records(report.rows, report.methods)}
+            "seeds": report.seeds, "methods": report.methods, "references": report.references,
+            "baselines": None if report.baselines is None else {
+                k: report.baselines.get(k) for k in ("split", "models", "seeds", "chosen", "overall")},
+            "partial": bool(report.missing), "missing_runs": [list(k) for k in report.missing],
+            "rows": records(report)}
+
+
+def _marks(cell: Cell) -> str:
+    """``*``/``**``: differs from ``none`` at p < 0.05 / 0.01; ``†``: better than the best classical row
+    (chosen per genre on validation RMSE) at p < 0.05."""
+    mark = ""
+    if cell.p_none is not None and cell.p_none < 0.05:
+        mark += "**" if cell.p_none < 0.01 else "*"
+    if cell.p_classical is not None and cell.p_classical < 0.05 and cell.beats_classical:
+        mark += "†"
+    return mark
 
 
 def render(report: Report, fmt: str = "table") -> str:
     """``table`` (aligned text), ``markdown``, ``csv`` or ``json``. A cell with fewer finished seeds than
-    requested is marked ``n=k/K``."""
-    rows, methods = report.rows, report.methods
+    requested is marked ``n=k/K``; significance marks as in :func:`_marks`."""
+    if fmt not in FORMATS:
+        raise ReckdError(f"--format: expected {', '.join(FORMATS)}, found {fmt!r}")
     if fmt == "json":
         return json.dumps(document(report), indent=2)
     if fmt == "csv":
-        buffer = io.StringIO()
-        recs = records(rows, methods)
-        writer = csv.DictWriter(buffer, fieldnames=list(recs[0]))
-        writer.writeheader()
-        writer.writerows(recs)
-        return buffer.getvalue()
-    header = ["genre", "class", "test n", "teacher"] + methods
+        recs = records(report)
+        return render_table(list(recs[0]), [["" if v is None else str(v) for v in rec.values()] for rec in recs], "csv")
+    header = ["genre", "class", "test n", "teacher"] + report.columns
     body = []
-    for r in rows:
+    for r in report.rows:
         line = [r.genre, r.klass, str(r.test_ratings), "" if r.teacher is None else f"{r.teacher:.4f}"]
-        for m in methods:
+        for m in report.columns:
             c = r.methods.get(m)
             if c is None:
                 line.append("—")
                 continue
-            text = f"{c.mean:.4f} ± {c.std:.4f}"
+            text = f"{c.mean:.4f} ± {c.std:.4f}" if c.seeds > 1 or m in report.methods else f"{c.mean:.4f}"
             if m != "none" and c.improvement is not None:
                 text += f" ({c.improvement:+.2f}%)"
+            text += _marks(c)
             if c.seeds < c.asked:
                 text += f" n={c.seeds}/{c.asked}"
             line.append(text)
+        if fmt == "markdown":
+            line = [x.replace("macro-avg", "**macro-avg**") for x in line]
         body.append(line)
-    if fmt == "markdown":
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(x.replace("macro-avg", "**macro-avg**") for x in line) + " |" for line in body]
-        return "\n".join(lines)
-    if fmt != "table":
-        raise ReckdError(f"--format: expected table, csv, json or markdown, found {fmt!r}")
-    widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(header)]
-    fmt_line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([fmt_line(header), fmt_line(["-" * w for w in widths]), *map(fmt_line, body)])
+    return render_table(header, body, fmt)
 
 
 def plot(report: Report, path: Path) -> None:
@@ -212,7 +340,7 @@ def plot(report: Report, path: Path) -> None:
                   for r in rows]
         ax.bar([i + k * width for i in range(len(rows))], values, width, label=m)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))], [r.genre for r in rows], rotation=60, ha="right")
-    ax.set_ylabel("RMSE improvement over none (%)")
+    ax.set_ylabel(f"{report.metric} improvement over none (%)")
     ax.axhline(0, color="black", linewidth=0.8)
     ax.legend()
     fig.tight_layout()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import statistics
@@ -56,7 +57,8 @@ def test_kd_beats_scratch_and_teacher_is_untouched(distilled, synth_teacher):
     after = load_teacher(synth_teacher[0]).state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     run = out / "Action" / "kd" / "seed0"
-    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "checkpoint.pt", "result.json"}
+    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "checkpoint.pt", "test_predictions.npy",
+                                         "result.json"}
     result = read_json(run / "result.json")
     epochs = [line for line in (run / "metrics.jsonl").read_text().splitlines() if line]
     assert len(epochs) == result["epochs_run"]
@@ -165,3 +167,38 @@ def test_resume_refuses_another_teacher(distilled, synth_data, synth_teacher, tm
     torch.save(checkpoint, other / "checkpoint.pt")
     with pytest.raises(ReckdError, match="teacher_sha256 .* use a new --out"):
         distill(synth_data, other, out, _config(), progress=False)
+
+
+def test_report_with_classical_rows_and_significance(distilled, synth_data, tmp_path):
+    """Reference columns from a baselines folder of the same split, and paired Wilcoxon p-values that an
+    independent computation from the saved test predictions reproduces."""
+    import numpy as np
+    from scipy.stats import wilcoxon
+
+    from reckd.baselines import fit_baselines
+
+    out, results, _ = distilled
+    baselines = tmp_path / "baselines"
+    fit_baselines(synth_data, baselines, models=("baselineonly", "svd"), seeds=(0, 1), genres=["Action", "Comedy"],
+                  grid={"n_factors": (20,), "n_epochs": (10,), "lr_all": (0.005,), "reg_all": (0.05,)})
+    report = collect(out, baselines=baselines)
+    assert report.references == ["baselineonly@all", "baselineonly", "svd@all", "svd"]
+    action = next(r for r in report.rows if r.genre == "Action")
+    svd = [read_json(p)["test_rmse"] for p in sorted((baselines / "Action" / "svd_all").glob("seed*/result.json"))]
+    assert action.methods["svd@all"].mean == pytest.approx(statistics.fmean(svd), abs=1e-12)
+    assert action.methods["baselineonly"].seeds == 1
+    # p-value of kd vs none on Action, from the saved predictions
+    rating = synth_data.rating[synth_data.rows("test", "Action")].numpy()
+    error = lambda m: np.mean([(np.load(out / "Action" / m / f"seed{s}" / "test_predictions.npy") - rating) ** 2
+                               for s in (0, 1)], axis=0)
+    assert action.methods["kd"].p_none == pytest.approx(wilcoxon(error("kd") - error("none")).pvalue, rel=1e-9)
+    assert action.methods["none"].p_none is None
+    best = action.methods["kd"].classical
+    assert best in report.references and action.methods["kd"].p_classical is not None
+    assert np.sqrt(error("kd").mean()) == pytest.approx(action.methods["kd"].mean, rel=0.05)
+    text = render(report, "table")
+    assert "svd@all" in text.splitlines()[0]
+    doc = json.loads(render(report, "json"))
+    assert doc["references"] == report.references and doc["rows"][0]["kd_p_vs_none"] is not None
+    with pytest.raises(ReckdError, match="classical rows are scored by RMSE only"):
+        collect(out, metric="ndcg@10", baselines=baselines)

@@ -10,10 +10,10 @@ import argparse
 import sys
 
 from data_prep.errors import DataPrepError
-from reckd.cli import report, train, vision
+from reckd.cli import baselines, report, train, vision
 from reckd.errors import ReckdError
 
-COMMANDS = (train, report, vision)  # each module registers its subcommands
+COMMANDS = (train, report, baselines, vision)  # each module registers its subcommands
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,15 +6,35 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from data_prep.atomic import read_json, write_json, write_with
 
-__all__ = ["append_jsonl", "read_json", "write_json", "write_torch", "write_with"]
+__all__ = ["append_jsonl", "read_array", "read_json", "write_array", "write_json", "write_torch", "write_with"]
 
 
 def write_torch(path: Path, obj: Any) -> None:
     write_with(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def write_array(path: Path, array) -> None:
+    """A float32 ``.npy`` file (test predictions: what a paired significance test reads back)."""
+    values = np.asarray(array, dtype=np.float32)
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a path
+            np.save(f, values)
+    write_with(Path(path), save)
+
+
+def read_array(path: Path) -> np.ndarray:
+    from reckd.errors import ReckdError
+
+    try:
+        return np.load(path)
+    except (OSError, ValueError) as error:
+        raise ReckdError(f"{path}: expected a .npy array of test predictions, found an unreadable file ({error})") from None
 
 
 def append_jsonl(path: Path, obj: Any) -> None:

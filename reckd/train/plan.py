@@ -20,7 +20,7 @@ from reckd.data.split import SplitData
 from reckd.errors import ReckdError
 from reckd.train.io import read_json
 
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "result.json")  # all a run writes
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "test_predictions.npy", "result.json")  # all a run writes
 
 
 def slug(name: str) -> str:

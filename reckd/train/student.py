@@ -14,7 +14,7 @@ from reckd.data.augment import sample_unrated
 from reckd.data.split import SplitData, load_split
 from reckd.losses import Dims, HeadSpec, Teacher, get, make_config, split_spec
 from reckd.models.ranker import Ranker, count_parameters
-from reckd.train.io import write_json
+from reckd.train.io import write_array, write_json
 from reckd.train.loop import Augmentation, NonFiniteLoss, fit, predict_rows, rmse
 from reckd.train.plan import Run, clear_run
 from reckd.train.teacher import TeacherRef, cached_teacher_outputs, load_teacher, ranker_features, teacher_outputs
@@ -114,7 +114,9 @@ class StudentRuns:
                     return Teacher(cache.index(rows), upper=teacher.upper, head=teacher.head)
         write_json(run_dir / "config.json", config)
         result = fit(model, method, data, train_rows, val_rows, train_config, teacher_fn, augmentation, run_dir)
-        test = rmse(predict_rows(model, method, data, test_rows), data.rating[test_rows])
+        predictions = predict_rows(model, method, data, test_rows)
+        test = rmse(predictions, data.rating[test_rows])
+        write_array(run_dir / "test_predictions.npy", predictions.cpu().numpy())  # in test-row order
         summary = {"genre": run.genre, "method": run.method, "seed": run.seed, "best_epoch": result.best_epoch,
                    "val_rmse": result.best_val_rmse, "test_rmse": test, "test_ratings": int(test_rows.numel()),
                    "train_ratings": int(train_rows.numel()), "epochs_run": result.epochs_run,
