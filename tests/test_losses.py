@@ -147,8 +147,28 @@ def test_fitnet_hint_is_mse_of_the_regressed_state():
     terms = method(student, Teacher(teacher), torch.tensor([0, 1]))
     # r(s_h) = [1, 2, 4] and [0, -1, 0]: squared errors 0+1+0 and 0+1+0 over 6 elements
     assert terms["hint"].item() == pytest.approx(2.0 * 2 / 6)
-    hybrid = get("hybrid")(make_config("hybrid", {}), Dims(2, 2), Dims(3, 3), CLASS)
-    assert set(hybrid(student, Teacher(teacher), torch.tensor([0, 1]))) == {"task", "kd", "hint"}
+
+
+def test_hybrid_is_kd_plus_the_fitnet_hint():
+    overrides = {"tau": 2.0, "w_kd": 0.5, "w_hint": 3.0}
+    hybrid = get("hybrid")(make_config("hybrid", overrides), Dims(2, 2), Dims(3, 3), CLASS)
+    kd = get("kd")(make_config("kd", {"tau": 2.0, "w_kd": 0.5}), Dims(2, 2), Dims(3, 3), CLASS)
+    torch.manual_seed(0)
+    fitnet = get("fitnet")(make_config("fitnet", {"w_hint": 3.0}), Dims(2, 2), Dims(3, 3), CLASS)
+    hybrid.load_state_dict(fitnet.state_dict())  # the same regressor r (fitnet's state, fitnet's names)
+    student = outputs([0, 0], [[0, 0]] * 2, [[1.0, 2.0], [0.0, -1.0]], Z_S)
+    teacher = Teacher(outputs([0, 0], [[0, 0, 0]] * 2, [[1.0, 1.0, 4.0], [0.0, 0.0, 0.0]], Z_T))
+    labels = torch.tensor([0, 1])
+    terms, kd_terms, fitnet_terms = (m(student, teacher, labels) for m in (hybrid, kd, fitnet))
+    assert list(terms) == ["task", "kd", "hint"]
+    assert torch.equal(terms["task"], kd_terms["task"]) and torch.equal(terms["kd"], kd_terms["kd"])
+    assert torch.equal(terms["hint"], fitnet_terms["hint"])
+    # the options are kd's and fitnet's, with kd's w_task default; a bad kd option is refused the same way
+    kd_fields, fitnet_fields = dataclasses.asdict(make_config("kd")), dataclasses.asdict(make_config("fitnet"))
+    assert dataclasses.asdict(make_config("hybrid")) == {**fitnet_fields, **kd_fields}
+    with pytest.raises(ValueError, match="'rating_loss'.*found 'l1'"):
+        make_config("hybrid", {"rating_loss": "l1"})
+    assert get("hybrid").head_for(make_config("hybrid", {"rating_loss": "kl"})) == "levels"
 
 
 def identity_talking(rounds: int, interact: bool = True):

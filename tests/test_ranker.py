@@ -1,9 +1,11 @@
-"""Staged rankers: the stages compose to the plain forward; sizes are as configured."""
+"""Staged rankers: the stages compose to the plain forward; sizes and head are exposed as the models'
+contract (``Dims``, ``HeadSpec``)."""
 
 from __future__ import annotations
 
 import torch
 
+from reckd.models import Dims, HeadSpec
 from reckd.models.ranker import Ranker, RankerConfig, count_parameters
 
 
@@ -31,7 +33,9 @@ def test_staged_forward_equals_plain_forward(synth_data):
 def test_teacher_and_student_sizes(synth_data):
     teacher = Ranker(RankerConfig.teacher(), _features(synth_data), synth_data.levels)
     student = Ranker(RankerConfig.student(), _features(synth_data), synth_data.levels)
-    assert teacher.dims == (256, 64) and student.dims == (64, 32)
+    assert teacher.dims == Dims(256, 64) and student.dims == Dims(lower=64, upper=32)
+    assert Dims(*student.dims) == student.dims and student.dims.upper == 32  # a tuple, as distill unpacks it
+    assert student.head_spec == HeadSpec("rating", (1.0, 2.0, 3.0, 4.0, 5.0)) == teacher.head_spec
     assert count_parameters(student) * 10 < count_parameters(teacher)
     # a scalar head starts at the middle of the scale
     with torch.no_grad():

@@ -13,7 +13,7 @@ from typing import Any, Callable, ClassVar, Literal, Mapping
 import torch
 from torch import Tensor, nn
 
-from reckd.models.outputs import Outputs
+from reckd.models.contract import Dims, HeadSpec, Outputs
 
 
 @dataclass
@@ -28,28 +28,6 @@ class Teacher:
     outputs: Outputs
     upper: Callable[[Tensor], Tensor] | None = None
     head: Callable[[Tensor], Tensor] | None = None
-
-
-@dataclass(frozen=True)
-class Dims:
-    """Widths of a model's taps: ``lower`` = width of s_l / t_l, ``upper`` = width of s_h / t_h."""
-
-    lower: int
-    upper: int
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """The task's head. ``kind='rating'``: ``levels`` are the rating values c_k (e.g. 1..5);
-    ``kind='class'``: ``num_classes`` classes."""
-
-    kind: Literal["rating", "class"]
-    levels: tuple[float, ...] = ()
-    num_classes: int = 0
-
-    @property
-    def k(self) -> int:
-        return len(self.levels) if self.kind == "rating" else self.num_classes
 
 
 class Method(nn.Module):

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reckd.losses.base import HeadSpec
-from reckd.models.outputs import Outputs
+from reckd.models.contract import HeadSpec, Outputs
 
 Kind = Literal["linear", "mlp"]
 

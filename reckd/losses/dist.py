@@ -20,7 +20,7 @@ from torch import Tensor
 
 from reckd.losses.base import Method, Teacher, register
 from reckd.losses.common import distribution_logits, pearson, task_loss
-from reckd.models.outputs import Outputs
+from reckd.models.contract import Outputs
 
 
 @dataclass

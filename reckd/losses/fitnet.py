@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reckd.losses.base import Dims, HeadSpec, Method, Teacher, register
+from reckd.losses.base import Method, Teacher, register
 from reckd.losses.common import state_variance, task_loss
-from reckd.models.outputs import Outputs
+from reckd.models.contract import Dims, HeadSpec, Outputs
 
 
 @dataclass
@@ -46,9 +46,10 @@ class FitNet(Method):
         if self.config.normalize:
             self.t_h_var.copy_(state_variance(teacher_train.upper))
 
+    def hint(self, student: Outputs, teacher: Teacher) -> Tensor:
+        """The weighted hint ``w_hint · MSE(r(s_h), t_h)`` (over Var(t_h) with ``normalize``)."""
+        return self.config.w_hint * F.mse_loss(self.regressor(student.upper), teacher.outputs.upper) / self.t_h_var
+
     def forward(self, student: Outputs, teacher: Teacher | None, labels: Tensor) -> dict[str, Tensor]:
-        c = self.config
-        return {
-            "task": c.w_task * task_loss(self.head_spec, student, labels),
-            "hint": c.w_hint * F.mse_loss(self.regressor(student.upper), teacher.outputs.upper) / self.t_h_var,
-        }
+        return {"task": self.config.w_task * task_loss(self.head_spec, student, labels),
+                "hint": self.hint(student, teacher)}

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from reckd.losses.base import HeadSpec, Method, Teacher, register
+from reckd.losses.base import Method, Teacher, register
 from reckd.losses.common import distribution_logits, one_of, soft_kl, task_loss
-from reckd.models.outputs import Outputs
+from reckd.models.contract import HeadSpec, Outputs
 
 
 @dataclass

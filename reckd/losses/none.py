@@ -8,7 +8,7 @@ from torch import Tensor
 
 from reckd.losses.base import Method, Teacher, register
 from reckd.losses.common import task_loss
-from reckd.models.outputs import Outputs
+from reckd.models.contract import Outputs
 
 
 @dataclass

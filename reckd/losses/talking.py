@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reckd.losses.base import Dims, HeadSpec, Method, Teacher, register
+from reckd.losses.base import Method, Teacher, register
 from reckd.losses.common import block, one_of, state_variance, task_loss
-from reckd.models.outputs import Outputs
+from reckd.models.contract import Dims, HeadSpec, Outputs
 
 
 @dataclass

@@ -5,6 +5,9 @@ Example::
 
     teacher = ImageClassifier(ImageConfig.teacher())
     out = teacher(images)          # Outputs(prediction=argmax, lower=s_l, upper=s_h, logits)
+    teacher.dims                   # Dims(lower=128, upper=128)
+    view = TaskView(teacher, (0, 1, 2))   # the same teacher speaking a 3-class task
+    view.head_spec                 # HeadSpec(kind='class', num_classes=3)
 """
 
 from __future__ import annotations
@@ -14,8 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from reckd.losses.base import Dims
-from reckd.models.outputs import Outputs
+from reckd.models.contract import Dims, HeadSpec, Outputs
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class ImageClassifier(nn.Module):
     def dims(self) -> Dims:
         return Dims(self.config.lower, self.config.upper)
 
+    @property
+    def head_spec(self) -> HeadSpec:
+        return HeadSpec("class", num_classes=self.config.num_classes)
+
     def forward(self, x: Tensor) -> Outputs:
         s_l = self.lower(x)
         s_h = self.upper(s_l)
@@ -97,6 +103,11 @@ class TaskView(nn.Module):
         super().__init__()
         self.lower, self.upper = model.lower, model.upper
         self.head = ClassSubset(model.head, classes)
+        self.dims = model.dims
+
+    @property
+    def head_spec(self) -> HeadSpec:
+        return HeadSpec("class", num_classes=len(self.head.classes))
 
     def forward(self, x: Tensor) -> Outputs:
         s_l = self.lower(x)

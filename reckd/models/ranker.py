@@ -9,6 +9,7 @@ Example::
 
     ranker = Ranker(RankerConfig.student(), features, levels=(1, 2, 3, 4, 5))
     out = ranker(batch.sparse_features)   # Outputs(prediction, lower, upper, logits)
+    ranker.dims, ranker.head_spec         # Dims(lower=64, upper=32), HeadSpec('rating', (1.0, …, 5.0))
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 
-from reckd.models.outputs import Outputs
+from reckd.models.contract import Dims, HeadSpec, Outputs
 
 
 @dataclass
@@ -75,7 +76,8 @@ class Ranker(nn.Module):
         self.input_dropout = nn.Dropout(config.input_dropout)
         self.lower_block = _block([width, config.hidden[0]], config.dropout)
         self.upper_block = _block(config.hidden, config.dropout) if len(config.hidden) > 1 else nn.Identity()
-        self.register_buffer("levels", torch.tensor(list(levels), dtype=torch.float32))
+        self.rating_levels = tuple(float(v) for v in levels)
+        self.register_buffer("levels", torch.tensor(self.rating_levels, dtype=torch.float32))
         out = len(levels) if config.head == "levels" else 1
         self.head_layer = nn.Linear(config.hidden[-1], out)
         with torch.no_grad():  # start at the middle of the scale
@@ -84,9 +86,14 @@ class Ranker(nn.Module):
             self.to(device)
 
     @property
-    def dims(self) -> tuple[int, int]:
-        """Widths of (s_l, s_h)."""
-        return self.config.hidden[0], self.config.hidden[-1]
+    def dims(self) -> Dims:
+        """Widths of s_l and s_h."""
+        return Dims(self.config.hidden[0], self.config.hidden[-1])
+
+    @property
+    def head_spec(self) -> HeadSpec:
+        """A rating head over the rating levels (scalar or levels head alike)."""
+        return HeadSpec("rating", self.rating_levels)
 
     def lower(self, kjt: KeyedJaggedTensor) -> Tensor:
         pooled = self.ebc(kjt)

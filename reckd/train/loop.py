@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from reckd.data.split import SplitData
 from reckd.losses.base import Method, Teacher
-from reckd.models.outputs import Outputs
+from reckd.models.contract import Outputs
 from reckd.models.ranker import Ranker
 from reckd.train.io import append_jsonl, write_torch
 
