@@ -1,12 +1,17 @@
 """Staged rankers: the stages compose to the plain forward; sizes and head are exposed as the models'
-contract (``Dims``, ``HeadSpec``)."""
+contract (``Dims``, ``HeadSpec``); the rating batch source feeds them and scores clipped RMSE."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
+from reckd.data.source import RatingSource
 from reckd.models import Dims, HeadSpec
 from reckd.models.ranker import Ranker, RankerConfig, count_parameters
+from reckd.train.loop import predict_rows
 
 
 def _features(data):
@@ -42,3 +47,21 @@ def test_teacher_and_student_sizes(synth_data):
         out = student.eval()(synth_data.batch_rows(torch.arange(8)).sparse_features)
     assert out.prediction.shape == (8,)
     assert torch.allclose(student.head_layer.bias, torch.tensor([3.0]))
+
+
+def test_rating_source_feeds_the_ranker_and_scores_clipped_rmse(synth_data):
+    source = RatingSource(synth_data)
+    rows = synth_data.rows("val")[:50]
+    kjt, labels = source.batch(rows)
+    assert torch.equal(labels, synth_data.rating[rows]) and kjt.keys() == [f.name for f in synth_data.features]
+    assert source.metric == "rmse" and source.lower_is_better
+    # the score clips to the scale, by hand: a constant 7 scores as 5, a constant −1 as 1
+    for constant, clipped in ((7.0, 5.0), (-1.0, 1.0)):
+        want = math.sqrt(((labels - clipped) ** 2).mean().item())
+        assert source.score(torch.full((50,), constant), rows) == pytest.approx(want, rel=1e-6)
+    # predictions leave the model in the mode it was in (a frozen teacher stays in eval)
+    model = Ranker(RankerConfig(dropout=0.5), _features(synth_data), synth_data.levels)
+    for training in (False, True):
+        model.train(training)
+        predict_rows(model, None, synth_data, rows)
+        assert all(m.training == training for m in model.modules())

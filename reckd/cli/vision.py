@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 from reckd.cli.flags import csv_list, method_options, seeds
-from reckd.vision import FitConfig, VisionConfig, format_report, run
+from reckd.train.io import write_with
+from reckd.vision import VisionConfig, format_report, run
 
 METHODS = "none,kd,fitnet,hybrid,dist,moe,talking"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``vision`` subcommand to ``reckd``'s parser."""
-    defaults, fit = VisionConfig(), FitConfig()
+    defaults = VisionConfig()
+    fit = defaults.student_fit
     p = subparsers.add_parser(
         "vision", help="distil a digits CNN teacher into small students (image classification heads)",
         description="Teacher pre-trained on all ten digits of scikit-learn's load_digits; students on "
@@ -47,7 +47,7 @@ def cmd_vision(args: argparse.Namespace) -> None:
     config = VisionConfig(
         tasks=tuple(args.tasks) if args.tasks else VisionConfig().tasks,
         test_fraction=args.test_fraction, val_fraction=args.val_fraction,
-        student_fit=dataclasses.replace(FitConfig(), epochs=args.epochs, patience=args.patience))
+        student_fit=dataclasses.replace(VisionConfig().student_fit, epochs=args.epochs, patience=args.patience))
     try:
         report = run(config, args.methods, args.seeds, args.device, method_options(args.set),
                      progress=lambda line: print(line, file=sys.stderr, flush=True))
@@ -55,8 +55,4 @@ def cmd_vision(args: argparse.Namespace) -> None:
         raise SystemExit(f"reckd vision: error: {error}") from None
     print(format_report(report, args.format))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(format_report(report, "json"))
-        os.replace(tmp, args.out)
+        write_with(args.out, lambda tmp: tmp.write_text(format_report(report, "json")))

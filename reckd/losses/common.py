@@ -1,10 +1,9 @@
-"""The one place for what several methods share: task loss and metric per head kind, the Gaussian
+"""The one place for what several methods share: the task loss per head kind, the Gaussian
 view of a scalar rating, the temperature KL, Pearson, and the small Linear / Dense-ReLU-Dense blocks.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -27,15 +26,6 @@ def task_loss(head: HeadSpec, student: Outputs, labels: Tensor) -> Tensor:
     if head.kind == "rating":
         return F.mse_loss(student.prediction, labels)
     return F.cross_entropy(student.logits, labels)
-
-
-@torch.no_grad()
-def task_metric(head: HeadSpec, prediction: Tensor, labels: Tensor) -> float:
-    """Rating head: RMSE with predictions clipped to the rating scale. Class head: accuracy."""
-    if head.kind == "rating":
-        clipped = prediction.float().clamp(min(head.levels), max(head.levels))
-        return math.sqrt(F.mse_loss(clipped, labels.float()).item())
-    return (prediction == labels).float().mean().item()
 
 
 def gaussian_logits(rating: Tensor, levels: Tensor, s: float) -> Tensor:

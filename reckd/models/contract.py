@@ -45,7 +45,9 @@ class Outputs:
     @classmethod
     def cat(cls, parts: list["Outputs"]) -> "Outputs":
         """The outputs of consecutive chunks of rows joined into one."""
-        join = lambda name: None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])  # noqa: E731
+        def join(name: str) -> Tensor | None:
+            return None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])
+
         return cls(join("prediction"), join("lower"), join("upper"), join("logits"))
 
 

@@ -1,24 +1,44 @@
-"""The training loop shared by the teacher and every student: Adam, early stopping on validation
-RMSE, best-epoch weights, per-epoch metrics, and a clean stop on a non-finite loss."""
+"""The one training loop, for the teacher and every student, ratings and images alike: Adam over the
+model and the method's extras, early stopping on the source's validation metric (ties keep the earlier
+epoch unless the caller asks for the later one), best-epoch weights, per-epoch metrics, optional
+plateau halving of the learning rate, and a clean stop on a non-finite loss.
+
+What it trains on is a batch source (:mod:`reckd.data.source`: rows → inputs and labels, a metric and
+its direction); the frozen teacher comes in as a :class:`TeacherView` (cached outputs or a live
+forward), and the loop is the one place that calls ``method.prepare``; teacher-labelled
+augmentation is an :class:`Augmenter` (:class:`Augmentation` for rating pairs, :class:`Unlabelled`
+for unlabelled rows of the source).
+
+Example::
+
+    source = TensorSource(images, labels)
+    result = train(student, method, source, train_rows, val_rows, TrainConfig(seed=0), TeacherView(teacher))
+"""
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchrec.datasets.utils import Batch
 
+from reckd.data.source import BatchSource, RatingSource, rmse
 from reckd.data.split import SplitData
 from reckd.losses.base import Method, Teacher
+from reckd.losses.common import teacher_label_loss
 from reckd.models.contract import Outputs
-from reckd.models.ranker import Ranker
 from reckd.train.io import append_jsonl, write_torch
+
+__all__ = ["Augmentation", "Augmenter", "FitResult", "NonFiniteLoss", "TeacherView", "TrainConfig", "Unlabelled",
+           "evaluate", "fit", "predict", "predict_rows", "rmse", "train"]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -27,7 +47,7 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. ``patience``: epochs without a better validation RMSE before stopping."""
+    """Optimisation settings. ``patience``: epochs without a better validation metric before stopping."""
 
     epochs: int = 40
     batch_size: int = 1024
@@ -39,9 +59,87 @@ class TrainConfig:
 
 
 @dataclass
+class FitResult:
+    """``best_val``: the validation metric (``metric``: ``rmse`` or ``accuracy``) of the restored epoch."""
+
+    best_epoch: int
+    best_val: float
+    epochs_run: int
+    seconds: float
+    state: dict  # best-epoch state dicts: {"model": ..., "method": ...}
+    metric: str = "rmse"
+
+    @property
+    def best_val_rmse(self) -> float:
+        if self.metric != "rmse":
+            raise AttributeError(f"best_val_rmse: this run's validation metric is {self.metric}; use best_val")
+        return self.best_val
+
+
+# ---------------------------------------------------------------- the frozen teacher
+@dataclass
+class TeacherView:
+    """The frozen teacher as the loop shows it to a method. ``model``: a staged model (``upper``,
+    ``head``, forward → ``Outputs``) with ``requires_grad=False`` and in eval mode. ``cache``: its
+    outputs on every row of the source, if already computed (e.g. the teacher-output cache on disk);
+    without one the loop computes them on the training rows once. ``head``: the head handed to
+    ``method.prepare`` (default ``model.head``; MoE-KD keeps a copy of it)."""
+
+    model: nn.Module
+    cache: Outputs | None = None
+    head: nn.Module | None = None
+
+    @torch.no_grad()
+    def outputs(self, source: BatchSource, rows: Tensor, live: bool = False) -> Outputs:
+        """The teacher's outputs on ``rows``: from the cache, or (``live``, or no cache) a forward pass."""
+        if self.cache is not None and not live:
+            return self.cache.index(rows)
+        return Outputs.cat([self.model(source.batch(rows[start:start + source.chunk])[0])
+                            for start in range(0, rows.numel(), source.chunk)])
+
+    def on(self, outputs: Outputs) -> Teacher:
+        """What a method sees on one batch: these outputs and the teacher's frozen upper block and head."""
+        return Teacher(outputs, upper=self.model.upper, head=self.model.head)
+
+    @torch.no_grad()
+    def live(self, inputs: Any) -> Teacher:
+        return self.on(self.model(inputs))
+
+
+# a teacher for one step, (rows, inputs) -> Teacher, from a caller that has run method.prepare() itself
+StepTeacher = Callable[[Tensor, Any], Teacher]
+
+
+def _step_teacher(teacher: TeacherView | StepTeacher, method: Method, source: BatchSource,
+           train_rows: Tensor) -> Callable[[Tensor, Tensor, Any], Teacher]:
+    """Prepare ``method`` with the teacher's outputs on the training rows and return the teacher of a
+    step, ``(rows, positions in train_rows, inputs) -> Teacher``: live for methods that run the
+    teacher's blocks on student tensors (Talking Models), else those outputs at the positions."""
+    if not isinstance(teacher, TeacherView):
+        return lambda rows, at, inputs: teacher(rows, inputs)
+    live = method.needs_live_teacher
+    seen = teacher.outputs(source, train_rows, live=live)
+    method.prepare(seen, teacher.head if teacher.head is not None else teacher.model.head)
+    if live:
+        return lambda rows, at, inputs: teacher.live(inputs)
+    return lambda rows, at, inputs: teacher.on(seen.index(at))
+
+
+# ---------------------------------------------------------------- teacher-labelled augmentation
+class Augmenter(Protocol):
+    """Teacher-labelled augmentation: one more weighted loss term per step, on inputs without labels."""
+
+    def start(self, model: nn.Module, method: Method, source: BatchSource,
+              generator: torch.Generator) -> Callable[[Tensor], Tensor]:
+        """Called once before the first epoch (it may draw from ``generator``); returns the function
+        that gives the step's ``aug`` term from the step's rows."""
+
+
+@dataclass
 class Augmentation:
-    """Teacher-labelled augmentation: unrated (user, item) pairs with the teacher's ratings, and the
-    weight of ``MSE(ŷ_S, ŷ_T)`` on them. ``ratio``: pairs per rated pair in each step."""
+    """Teacher-labelled augmentation on ratings: unrated (user, item) pairs with the teacher's ratings,
+    and the weight of ``MSE(ŷ_S, ŷ_T)`` on them. ``ratio``: pairs per rated pair in each step; the
+    pairs are taken in the order of one shuffle, from the start again when they run out."""
 
     users: Tensor
     items: Tensor
@@ -49,74 +147,120 @@ class Augmentation:
     ratio: int
     weight: float = 1.0
 
+    def start(self, model: nn.Module, method: Method, source: RatingSource,
+              generator: torch.Generator) -> Callable[[Tensor], Tensor]:
+        order = torch.randperm(self.users.numel(), generator=generator).to(source.device)
+        position = 0
+
+        def term(rows: Tensor) -> Tensor:
+            nonlocal position
+            take = rows.numel() * self.ratio
+            if position + take > order.numel():
+                position = 0
+            pick = order[position:position + take]
+            position += take
+            student = model(source.pairs(self.users[pick], self.items[pick]))
+            return self.weight * F.mse_loss(student.prediction, self.teacher_rating[pick])
+
+        return term
+
 
 @dataclass
-class FitResult:
-    best_epoch: int
-    best_val_rmse: float
-    epochs_run: int
-    seconds: float
-    state: dict  # best-epoch state dicts: {"model": ..., "method": ...}
+class Unlabelled:
+    """Teacher-labelled augmentation on rows of the source whose labels are not used (the unlabelled
+    images of a task): each step ``count`` of ``rows`` drawn at random with replacement, and the term
+    ``weight · teacher_label_loss`` against the teacher's outputs on them (computed once, at start)."""
+
+    rows: Tensor
+    teacher: TeacherView
+    count: int = 128
+    weight: float = 1.0
+
+    def start(self, model: nn.Module, method: Method, source: BatchSource,
+              generator: torch.Generator) -> Callable[[Tensor], Tensor]:
+        labelled_by_teacher = self.teacher.outputs(source, self.rows, live=True)
+
+        def term(rows: Tensor) -> Tensor:
+            pick = torch.randint(self.rows.numel(), (self.count,), generator=generator).to(source.device)
+            student = model(source.batch(self.rows[pick])[0])
+            return self.weight * teacher_label_loss(method.head_spec, student, labelled_by_teacher.index(pick))
+
+        return term
 
 
-TeacherFn = Callable[[Tensor, object], Teacher]
-
-
+# ---------------------------------------------------------------- inference
 @torch.no_grad()
+def predict(model: nn.Module, method: Method | None, source: BatchSource, rows: Tensor) -> Tensor:
+    """Teacher-free predictions on ``rows``: ``method.predict`` on the model's outputs (the model's own
+    prediction when ``method`` is None), in eval mode, ``source.chunk`` rows at a time."""
+    modes = [(m, m.training) for top in (model, method) if top is not None for m in top.modules()]
+    for m, _ in modes:
+        m.training = False
+    out = []
+    try:
+        for start in range(0, rows.numel(), source.chunk):
+            s = model(source.batch(rows[start:start + source.chunk])[0])
+            out.append(method.predict(s) if method is not None else s.prediction)
+    finally:
+        for m, mode in modes:  # every module back in the mode it was in (a frozen teacher's stays in eval)
+            m.training = mode
+    return torch.cat(out)
+
+
+def evaluate(model: nn.Module, method: Method | None, source: BatchSource, rows: Tensor) -> float:
+    """The source's metric of the teacher-free predictions on ``rows``."""
+    return source.score(predict(model, method, source, rows), rows)
+
+
 def predict_rows(model: nn.Module, method: Method | None, data: SplitData, rows: Tensor,
                  chunk: int = 65536) -> Tensor:
     """Teacher-free predictions for rating rows, clipped to the rating scale."""
-    model.eval()
-    out = []
-    for start in range(0, rows.numel(), chunk):
-        s = model(data.batch_rows(rows[start:start + chunk]).sparse_features)
-        out.append(method.predict(s) if method is not None else s.prediction)
-    model.train()
-    return torch.cat(out).clamp(data.rating_min, data.rating_max)
+    return predict(model, method, RatingSource(data, chunk), rows).clamp(data.rating_min, data.rating_max)
 
 
-def rmse(prediction: Tensor, rating: Tensor) -> float:
-    return math.sqrt(F.mse_loss(prediction, rating).item())
-
-
-def fit(model: Ranker, method: Method, data: SplitData, train_rows: Tensor, val_rows: Tensor,
-        config: TrainConfig, teacher: TeacherFn | None = None, augmentation: Augmentation | None = None,
-        run_dir: Path | None = None, on_epoch: Callable[[dict], None] | None = None) -> FitResult:
-    """Train ``model`` (and ``method``'s extras) on ``train_rows``; keep the epoch with the best
-    validation RMSE. ``teacher(rows, batch)`` gives the frozen teacher on a batch (cached or live).
-    With ``run_dir``, every epoch appends to ``metrics.jsonl`` and each new best writes
-    ``checkpoint.pt`` atomically."""
-    device = data.rating.device
+# ---------------------------------------------------------------- the loop
+def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Tensor, val_rows: Tensor,
+          config: TrainConfig, teacher: TeacherView | StepTeacher | None = None,
+          augmentation: Augmenter | None = None, run_dir: Path | None = None,
+          on_epoch: Callable[[dict], None] | None = None,
+          ties: Literal["earlier", "later"] = "earlier") -> FitResult:
+    """Train ``model`` (and ``method``'s extras) on ``train_rows`` of ``source``; keep the epoch with
+    the best validation metric. ``ties``: which epoch a tie keeps — ``earlier`` (a new best must be
+    strictly better; ratings, where RMSE hardly ever ties) or ``later`` (a tie is a new best and
+    restarts the patience count; coarse metrics such as accuracy on a few images). ``teacher``: a
+    :class:`TeacherView` (the loop prepares the method with the teacher's outputs on ``train_rows``),
+    or a function ``(rows, inputs) -> Teacher`` whose caller has run ``method.prepare``. With
+    ``run_dir``, every epoch appends to ``metrics.jsonl`` and each new best writes ``checkpoint.pt``
+    atomically. Shuffling and augmentation draws use a generator seeded with ``config.seed``."""
+    if ties not in ("earlier", "later"):
+        raise ValueError(f"ties: expected 'earlier' or 'later', found {ties!r}")
+    device = source.device
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
-    params = list(model.parameters()) + list(method.parameters())
+    step_teacher = _step_teacher(teacher, method, source, train_rows) if teacher is not None else None
+    params = [p for p in itertools.chain(model.parameters(), method.parameters()) if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=config.lr_patience - 1)
+    lower = source.lower_is_better
+    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min" if lower else "max", factor=0.5,
+                                                          patience=config.lr_patience - 1)
                if config.lr_patience > 0 else None)
-    best = FitResult(0, math.inf, 0, 0.0, {})
+    best = FitResult(0, math.inf if lower else -math.inf, 0, 0.0, {}, source.metric)
     started = time.perf_counter()
-    aug_order = None
-    if augmentation is not None:
-        aug_order = torch.randperm(augmentation.users.numel(), generator=generator).to(device)
-        aug_pos = 0
+    aug_term = augmentation.start(model, method, source, generator) if augmentation is not None else None
     model.train()
     method.train()
     for epoch in range(1, config.epochs + 1):
-        order = train_rows[torch.randperm(train_rows.numel(), generator=generator).to(device)]
+        positions = torch.randperm(train_rows.numel(), generator=generator).to(device)
+        order = train_rows[positions]
         sums: dict[str, float] = {}
         steps = 0
         for start in range(0, order.numel(), config.batch_size):
             rows = order[start:start + config.batch_size]
-            batch = data.batch_rows(rows)
-            student = model(batch.sparse_features)
-            terms = method(student, teacher(rows, batch) if teacher is not None else None, batch.labels)
-            if augmentation is not None:
-                take = rows.numel() * augmentation.ratio
-                if aug_pos + take > aug_order.numel():
-                    aug_pos = 0
-                pick = aug_order[aug_pos:aug_pos + take]
-                aug_pos += take
-                aug = model(data.batch(augmentation.users[pick], augmentation.items[pick]).sparse_features)
-                terms["aug"] = augmentation.weight * F.mse_loss(aug.prediction, augmentation.teacher_rating[pick])
+            inputs, labels = source.batch(rows)
+            student = model(inputs)
+            at = positions[start:start + config.batch_size]
+            terms = method(student, step_teacher(rows, at, inputs) if step_teacher is not None else None, labels)
+            if aug_term is not None:
+                terms["aug"] = aug_term(rows)
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(
@@ -129,11 +273,11 @@ def fit(model: Ranker, method: Method, data: SplitData, train_rows: Tensor, val_
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             steps += 1
-        val = rmse(predict_rows(model, method, data, val_rows), data.rating[val_rows])
+        val = evaluate(model, method, source, val_rows)
         if not math.isfinite(val):
-            raise NonFiniteLoss(f"epoch {epoch}: validation RMSE is {val}; the best checkpoint so far "
+            raise NonFiniteLoss(f"epoch {epoch}: validation {source.metric} is {val}; the best checkpoint so far "
                                 f"(epoch {best.best_epoch}) is kept")
-        record = {"epoch": epoch, "val_rmse": val, "seconds": time.perf_counter() - started,
+        record = {"epoch": epoch, f"val_{source.metric}": val, "seconds": time.perf_counter() - started,
                   **{f"loss_{k}": v / steps for k, v in sums.items()}}
         if run_dir is not None:
             append_jsonl(run_dir / "metrics.jsonl", record)
@@ -142,14 +286,35 @@ def fit(model: Ranker, method: Method, data: SplitData, train_rows: Tensor, val_
         best.epochs_run = epoch
         if plateau is not None:
             plateau.step(val)
-        if val < best.best_val_rmse:
-            best.best_epoch, best.best_val_rmse = epoch, val
+        better = (val < best.best_val) if lower else (val > best.best_val)
+        if better or (ties == "later" and val == best.best_val):
+            best.best_epoch, best.best_val = epoch, val
             best.state = {"model": copy.deepcopy(model.state_dict()), "method": copy.deepcopy(method.state_dict())}
             if run_dir is not None:
-                write_torch(run_dir / "checkpoint.pt", {**best.state, "epoch": epoch, "val_rmse": val})
+                write_torch(run_dir / "checkpoint.pt", {**best.state, "epoch": epoch, f"val_{source.metric}": val})
         elif epoch - best.best_epoch >= config.patience:
             break
     best.seconds = time.perf_counter() - started
     model.load_state_dict(best.state["model"])
     method.load_state_dict(best.state["method"])
     return best
+
+
+TeacherFn = Callable[[Tensor, Batch], Teacher]  # the rating loop's older teacher form, (rows, batch) -> Teacher
+
+
+def fit(model: nn.Module, method: Method, data: SplitData, train_rows: Tensor, val_rows: Tensor,
+        config: TrainConfig, teacher: TeacherView | TeacherFn | None = None,
+        augmentation: Augmentation | None = None, run_dir: Path | None = None,
+        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """:func:`train` on the rating rows of a split (validation metric: RMSE). ``teacher``: a
+    :class:`TeacherView` over the split's rows, or the older ``(rows, batch) -> Teacher`` function
+    (its caller runs ``method.prepare``; kept until every caller passes a TeacherView)."""
+    if teacher is not None and not isinstance(teacher, TeacherView):
+        teacher_fn = teacher
+
+        def teacher(rows: Tensor, kjt: Any) -> Teacher:  # noqa: F811
+            return teacher_fn(rows, Batch(torch.zeros(rows.numel(), 0, device=rows.device), kjt, data.rating[rows]))
+
+    return train(model, method, RatingSource(data), train_rows, val_rows, config, teacher, augmentation,
+                 run_dir, on_epoch)
