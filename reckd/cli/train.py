@@ -1,4 +1,4 @@
-"""``reckd pretrain`` and ``reckd distill``: parse flags, call :mod:`reckd.train`."""
+"""``reckd pretrain``, ``reckd tune`` and ``reckd distill``: parse flags, call :mod:`reckd.train`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from reckd.cli.flags import add_device, add_methods, method_options
+from reckd.cli.flags import add_device, add_methods, csv_list, method_options
+from reckd.errors import ReckdError
 
 
 def _load(split_dir: str, device: str):
@@ -41,9 +42,46 @@ def cmd_distill(args: argparse.Namespace) -> None:
         config.train = dataclasses.replace(config.train, epochs=args.epochs)
     config.check()  # before the split is loaded
     data = _load(args.split_dir, args.device)
+    if args.tuned:
+        from reckd.train.tune import load_tuned
+
+        config.tuned = load_tuned(Path(args.tuned), data, Path(args.teacher))
     results = distill(data, Path(args.teacher), Path(args.out), config, progress=not args.quiet,
                       workers=args.workers, retrain_changed=args.retrain_changed)
     print(f"{len(results)} runs finished -> {args.out}", file=sys.stderr)
+
+
+def grid_flags(pairs: list[str]) -> dict[str, tuple[str, ...]]:
+    """``--grid train.lr=1e-3,3e-3 --grid model.dropout=0,0.2`` -> ``{"train.lr": ("1e-3", "3e-3"), …}``;
+    the library types and checks the values."""
+    grid: dict[str, tuple[str, ...]] = {}
+    for pair in pairs:
+        key, eq, values = pair.partition("=")
+        key = key.strip()
+        if not (eq and key):
+            raise ReckdError(f"--grid: expected KEY=V1,V2,… (e.g. train.lr=1e-3,3e-3), found {pair!r}")
+        if key in grid:
+            raise ReckdError(f"--grid: expected each key once, found {key} twice")
+        grid[key] = csv_list(values)
+    return grid
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from reckd.train.distill import DistillConfig
+    from reckd.train.tune import DEFAULT_GRID, check_grid, render_tuned, tune
+
+    config = DistillConfig(genres=args.genres, methods=args.methods, seeds=(args.seed,), augment=args.augment,
+                           options=method_options(args.set))
+    if args.epochs is not None:
+        config.train = dataclasses.replace(config.train, epochs=args.epochs)
+    grid = check_grid(grid_flags(args.grid) if args.grid else DEFAULT_GRID)
+    config.check()  # before the split is loaded
+    data = _load(args.split_dir, args.device)
+    document = tune(data, Path(args.teacher), Path(args.out), config, grid, seed=args.seed, workers=args.workers,
+                    progress=not args.quiet, retrain_changed=args.retrain_changed)
+    print(render_tuned(document))
+    print(f"-> {Path(args.out) / 'tuned.json'} (use: reckd distill … --tuned {Path(args.out) / 'tuned.json'})",
+          file=sys.stderr)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,5 +108,33 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="students trained at once in CPU processes (default: one per core on the CPU, 1 on CUDA)")
     p.add_argument("--retrain-changed", action="store_true",
                    help="retrain runs that the folder holds with other options (default: refuse them)")
+    p.add_argument("--tuned", metavar="TUNE/tuned.json",
+                   help="train each run with the values `reckd tune` chose for its method and genre class")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("tune", help="choose the students' hyper-parameters on validation (a grid of distill runs)",
+                       description="Distil every grid point once (seed --seed) into OUT/point<k>/ and choose, per "
+                                   "method and genre class, the point with the lowest mean validation RMSE over "
+                                   "the class's genres; writes OUT/tuned.json for `reckd distill --tuned`.")
+    p.add_argument("split_dir")
+    p.add_argument("--teacher", required=True, help="the `reckd pretrain --out` folder (trained on this split)")
+    p.add_argument("--out", required=True, help="tune folder (new, empty, or an earlier tune's: resumed)")
+    p.add_argument("--genres", default="all", help="all|dense|sparse|G1,G2,…")
+    p.add_argument("--methods", type=csv_list, default=csv_list("none,kd"),
+                   help="comma list of methods, each NAME or NAME+aug (default none,kd)")
+    p.add_argument("--set", action="append", default=[], metavar="METHOD.OPTION=VALUE",
+                   help="override a method option, e.g. --set kd.tau=2 (repeatable)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,…",
+                   help="values to search for one option, e.g. --grid train.lr=1e-3,3e-3 (repeatable; default "
+                        "train.lr=1e-3,3e-3 train.weight_decay=0,1e-5 model.input_dropout=0,0.3)")
+    p.add_argument("--seed", type=int, default=0, help="the seed of every grid run (default 0)")
+    p.add_argument("--augment", type=int, default=4, help="unrated pairs per rated pair for NAME+aug (default 4)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
+    add_device(p)
+    p.add_argument("--workers", type=int,
+                   help="students trained at once in CPU processes (default: one per core on the CPU, 1 on CUDA)")
+    p.add_argument("--retrain-changed", action="store_true",
+                   help="retrain runs that a point folder holds with other options (default: refuse them)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_tune)

@@ -29,7 +29,7 @@ from reckd.train.io import read_json, write_json
 from reckd.train.loop import NonFiniteLoss, TrainConfig
 from reckd.train.plan import Run, make_plan, select_genres, unique
 from reckd.train.pool import run_in_workers
-from reckd.train.student import StudentRuns, student_runs
+from reckd.train.student import StudentRuns, student_runs, tuned_value
 from reckd.train.teacher import check_train_config, teacher_ref
 
 
@@ -40,7 +40,9 @@ class DistillConfig:
     augmentation with ``augment`` unrated pairs per rated pair, weight ``aug_weight``).
     ``options``: per-method config overrides, ``{"kd": {"tau": "2"}}``.
     ``min_steps``: the batch shrinks (down to ``min_batch``) so that a small genre still takes at
-    least this many optimiser steps per epoch."""
+    least this many optimiser steps per epoch. ``tuned``: values chosen by ``reckd tune`` per method spec
+    and genre class, ``{"kd": {"dense": {"train.lr": 0.001}}}``, applied over ``model`` and ``train``
+    (empty: untuned; see :func:`reckd.train.tune.load_tuned`)."""
 
     genres: str = "all"
     methods: tuple[str, ...] = ("none", "kd")
@@ -53,6 +55,7 @@ class DistillConfig:
         epochs=60, batch_size=1024, lr=3e-3, weight_decay=0.0, patience=5))
     min_steps: int = 16
     min_batch: int = 64
+    tuned: dict[str, dict[str, dict[str, object]]] = field(default_factory=dict)
 
     def check(self) -> None:
         """Every option in range, each error naming its flag."""
@@ -72,6 +75,12 @@ class DistillConfig:
         if not (self.aug_weight >= 0 and math.isfinite(self.aug_weight)):
             raise ReckdError(f"aug_weight: expected a finite weight ≥ 0, found {self.aug_weight}")
         check_train_config(self.train)
+        for method, by_class in self.tuned.items():
+            if not (isinstance(by_class, dict) and all(isinstance(v, dict) for v in by_class.values())):
+                raise ReckdError(f"--tuned: expected {{class: {{KEY: VALUE}}}} for method {method!r}, found {by_class!r}")
+            for genre_class, values in by_class.items():
+                for key, value in values.items():
+                    tuned_value(key, value, f"--tuned ({method}, {genre_class})")
 
 
 def default_workers(device: torch.device) -> int:
@@ -97,9 +106,10 @@ def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig
     ref = teacher_ref(teacher_dir, data)
     students = StudentRuns(data, ref, config)
     runs = [Run(g, m, s) for g in genres for m in config.methods for s in config.seeds]
+    requested = {run: students.config_of(run) for run in runs}  # a run without tuned values stops here
     with claim(out, "reckd distill") as out:
         header = _header(out, data, ref, config, runs)
-        plan = make_plan(out, runs, students.config_of, students.rows, retrain_changed)
+        plan = make_plan(out, runs, requested.__getitem__, students.rows, retrain_changed)
         write_json(out / "distill.json", header)
         bar = tqdm(total=len(runs), initial=len(plan.finished), desc="distill", unit="run", disable=not progress,
                    file=sys.stderr)

@@ -4,20 +4,75 @@ validation epoch, and record its test RMSE."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from reckd import __version__
 from reckd.data.augment import sample_unrated
 from reckd.data.split import SplitData, load_split
+from reckd.errors import ReckdError
 from reckd.losses import Dims, HeadSpec, Teacher, get, make_config, split_spec
-from reckd.models.ranker import Ranker, count_parameters
+from reckd.models.ranker import Ranker, RankerConfig, count_parameters
 from reckd.train.io import write_array, write_json
-from reckd.train.loop import Augmentation, NonFiniteLoss, fit, predict_rows, rmse
+from reckd.train.loop import Augmentation, NonFiniteLoss, TrainConfig, fit, predict_rows, rmse
 from reckd.train.plan import Run, clear_run
 from reckd.train.teacher import TeacherRef, cached_teacher_outputs, load_teacher, ranker_features, teacher_outputs
+
+# The hyper-parameters that ``reckd tune`` may search and a tuned file may set, as SECTION.FIELD of the
+# run's ``train`` (TrainConfig) or ``model`` (RankerConfig): the type, and the range in words. Left out:
+# the seed (the run's), the head (the method's) and the hidden widths (the student's size is fixed).
+TUNABLE: dict[str, tuple[type, Callable[[float], bool], str]] = {
+    "train.lr": (float, lambda v: 0 < v < math.inf, "a finite learning rate > 0"),
+    "train.weight_decay": (float, lambda v: 0 <= v < math.inf, "a finite weight decay >= 0"),
+    "train.epochs": (int, lambda v: v >= 1, "at least 1 epoch"),
+    "train.patience": (int, lambda v: v >= 1, "at least 1 epoch"),
+    "train.lr_patience": (int, lambda v: v >= 0, "0 (never) or more epochs"),
+    "train.batch_size": (int, lambda v: v >= 1, "at least 1 rating"),
+    "model.embedding_dim": (int, lambda v: v >= 1, "at least 1"),
+    "model.dropout": (float, lambda v: 0 <= v < 1, "a probability in [0, 1)"),
+    "model.input_dropout": (float, lambda v: 0 <= v < 1, "a probability in [0, 1)"),
+}
+_SECTIONS = {"train": TrainConfig, "model": RankerConfig}
+
+
+def tuned_value(key: str, value: object, flag: str) -> int | float:
+    """``value`` (a number, or its text from the command line) as the type of ``key``, checked for range;
+    an error names ``flag``, the key, what was expected and what was found."""
+    section, _, name = key.partition(".")
+    if section not in _SECTIONS or name not in {f.name for f in dataclasses.fields(_SECTIONS[section])}:
+        raise ReckdError(f"{flag}: expected a key among {', '.join(TUNABLE)}, found {key!r}")
+    if key not in TUNABLE:
+        raise ReckdError(f"{flag}: {key} is not tunable (the seed is the run's, the head the method's, the "
+                         f"hidden widths the student's); expected one of {', '.join(TUNABLE)}")
+    kind, in_range, expected = TUNABLE[key]
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+        if kind is int:
+            if not number.is_integer():
+                raise ValueError
+            number = int(number)
+    except (TypeError, ValueError):
+        raise ReckdError(f"{flag} {key}: expected {'an integer' if kind is int else 'a number'}, "
+                         f"found {value!r}") from None
+    if not in_range(number):
+        raise ReckdError(f"{flag} {key}: expected {expected}, found {value!r}")
+    return number
+
+
+def apply_tuned(model: RankerConfig, train: TrainConfig, values: dict[str, object],
+                flag: str = "--tuned") -> tuple[RankerConfig, TrainConfig]:
+    """``model`` and ``train`` with ``values`` (``{"train.lr": 1e-3, "model.dropout": 0.1}``) in place."""
+    changes: dict[str, dict] = {"model": {}, "train": {}}
+    for key, value in values.items():
+        section, _, name = key.partition(".")
+        changes[section][name] = tuned_value(key, value, flag)
+    return dataclasses.replace(model, **changes["model"]), dataclasses.replace(train, **changes["train"])
 
 
 class StudentRuns:
@@ -38,19 +93,43 @@ class StudentRuns:
             self.train_rows[genre] = int(self.data.rows("train", genre).numel())
         return self.train_rows[genre]
 
+    def tuned(self, run: Run) -> dict[str, object]:
+        """The tuned values for the run's method spec and genre class (``{}`` when the request is untuned);
+        a method or class that the tuned file lacks is an error naming it."""
+        if not self.config.tuned:
+            return {}
+        genre_class = self.data.manifest["genres"][run.genre]["class"]
+        by_class = self.config.tuned.get(run.method)
+        if by_class is None:
+            raise ReckdError(f"--tuned: expected tuned values for method {run.method!r}, found only "
+                             f"{', '.join(map(repr, self.config.tuned)) or 'none'}; run `reckd tune` with it in --methods")
+        if genre_class not in by_class:
+            raise ReckdError(f"--tuned: expected tuned values for {run.method!r} on {genre_class} genres "
+                             f"({run.genre} is {genre_class}), found only {', '.join(by_class) or 'none'}; run "
+                             f"`reckd tune` with a {genre_class} genre in --genres")
+        return {key: tuned_value(key, value, f"--tuned ({run.method}, {genre_class})")
+                for key, value in by_class[genre_class].items()}
+
     def config_of(self, run: Run) -> dict:
-        """The run's full effective configuration (what ``config.json`` records and resume compares)."""
+        """The run's full effective configuration (what ``config.json`` records, resume compares and
+        :meth:`train` trains with): the request's model and training options, the tuned values of the
+        run's method and genre class (also under ``tuned``), the method's head and the genre's batch."""
         name, aug = split_spec(run.method)
         method_config = self.method_configs[name]
-        head = "levels" if get(name).head_for(method_config) == "levels" else self.config.model.head
-        batch = max(self.config.min_batch, min(self.config.train.batch_size, self.rows(run.genre) // self.config.min_steps))
-        return {"genre": run.genre, "method": run.method, "seed": run.seed,
-                "method_config": dataclasses.asdict(method_config),
-                "model": dataclasses.asdict(dataclasses.replace(self.config.model, head=head)),
-                "train": dataclasses.asdict(dataclasses.replace(self.config.train, seed=run.seed, batch_size=batch)),
-                "augment": self.config.augment if aug else 0, "aug_weight": self.config.aug_weight if aug else 0.0,
-                "split_fingerprint": self.data.fingerprint, "teacher_sha256": self.ref.sha256,
-                "reckd_version": __version__}
+        tuned = self.tuned(run)
+        model, train = apply_tuned(self.config.model, self.config.train, tuned)
+        head = "levels" if get(name).head_for(method_config) == "levels" else model.head
+        batch = max(self.config.min_batch, min(train.batch_size, self.rows(run.genre) // self.config.min_steps))
+        config = {"genre": run.genre, "method": run.method, "seed": run.seed,
+                  "method_config": dataclasses.asdict(method_config),
+                  "model": dataclasses.asdict(dataclasses.replace(model, head=head)),
+                  "train": dataclasses.asdict(dataclasses.replace(train, seed=run.seed, batch_size=batch)),
+                  "augment": self.config.augment if aug else 0, "aug_weight": self.config.aug_weight if aug else 0.0,
+                  "split_fingerprint": self.data.fingerprint, "teacher_sha256": self.ref.sha256,
+                  "reckd_version": __version__}
+        if self.config.tuned:  # absent when untuned, so folders from before tuning existed still resume
+            config["tuned"] = tuned
+        return config
 
     @property
     def teacher(self) -> Ranker:
@@ -90,8 +169,9 @@ class StudentRuns:
         run_dir.mkdir(parents=True, exist_ok=True)
         clear_run(run_dir)  # an interrupted (or --retrain-changed) run starts over
         method_class, method_config = get(name), self.method_configs[name]
-        model_config = dataclasses.replace(self.config.model, head=config["model"]["head"])
-        train_config = dataclasses.replace(self.config.train, seed=run.seed, batch_size=config["train"]["batch_size"])
+        # exactly what config.json records: one source of truth for the run's model and training options
+        model_config = RankerConfig(**{**config["model"], "hidden": tuple(config["model"]["hidden"])})
+        train_config = TrainConfig(**config["train"])
         train_rows, val_rows, test_rows = (data.rows(s, run.genre) for s in ("train", "val", "test"))
         torch.manual_seed(run.seed)
         model = Ranker(model_config, ranker_features(data), data.levels, device=data.rating.device)

@@ -1,0 +1,171 @@
+"""Tune the students on validation only: every grid point is a ``reckd distill`` of the same genres and
+methods with one seed, and per method spec and genre class the point with the lowest macro-average
+validation RMSE (the mean over the class's genres of each run's best-epoch ``val_rmse``) is chosen,
+ties to the earlier point. Every method, ``none`` included, gets the same grid: the same budget.
+
+    OUT/point<k>/    a distill folder per grid point (resumable, readable by ``reckd report``)
+    OUT/tuned.json   the grid, its points, the validation table, the choice, split and teacher fingerprints
+
+``reckd distill --tuned OUT/tuned.json`` (:func:`load_tuned` → ``DistillConfig.tuned``) trains each
+run with the values chosen for its method and genre class, recorded in its ``config.json``.
+
+Example::
+
+    document = tune(data, teacher_dir, Path("runs/tune"), DistillConfig(methods=("none", "kd")), DEFAULT_GRID)
+    config = DistillConfig(methods=("none", "kd"), tuned=load_tuned(Path("runs/tune/tuned.json"), data, teacher_dir))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import statistics
+import sys
+from pathlib import Path
+
+from data_prep.folder import claim
+from data_prep.table import render_table
+from reckd import __version__
+from reckd.data.split import SplitData
+from reckd.errors import ReckdError
+from reckd.train.distill import DistillConfig, distill
+from reckd.train.io import read_json, write_json
+from reckd.train.loop import NonFiniteLoss
+from reckd.train.plan import Run, select_genres, unique
+from reckd.train.student import apply_tuned, tuned_value
+from reckd.train.teacher import teacher_ref
+
+COMMAND = "reckd tune"
+# 8 points. The two learning rates bracket the untuned student's 3e-3 and the teacher's 1e-3; a light L2
+# and the teacher's kind of input dropout (on the pooled embeddings) are the two regularisers that a
+# genre student, trained on 0.6k-32k ratings with 60k embedding parameters, is most likely to lack.
+DEFAULT_GRID: dict[str, tuple] = {"train.lr": (1e-3, 3e-3), "train.weight_decay": (0.0, 1e-5),
+                                  "model.input_dropout": (0.0, 0.3)}
+
+
+def check_grid(grid: dict[str, object]) -> dict[str, tuple]:
+    """``grid`` with each key a tunable option and its values typed, in range and given once, keys sorted
+    (so that point ``k`` is the same whatever order the flags came in); errors name ``--grid``."""
+    if not grid:
+        raise ReckdError("--grid: expected at least one KEY=V1,V2,…, found none")
+    checked = {}
+    for key in sorted(grid):
+        values = grid[key]
+        values = (values,) if isinstance(values, (str, int, float)) else tuple(values)
+        checked[key] = unique(tuple(tuned_value(key, v, "--grid") for v in values), f"--grid {key}")
+    return checked
+
+
+def grid_points(grid: dict[str, tuple]) -> list[dict[str, object]]:
+    """Every combination of the grid's values, the last key varying fastest."""
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def tune(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, grid: dict[str, object],
+         seed: int = 0, workers: int | None = None, progress: bool = True, retrain_changed: bool = False) -> dict:
+    """Distil ``config``'s genres and methods once per point of ``grid`` (seed ``seed``) into
+    ``out/point<k>/``, choose per method spec and genre class on validation RMSE, write ``out/tuned.json``
+    and return it. Finished runs are kept, so an interrupted tune resumes. A point whose run stops on a
+    non-finite loss is reported and never chosen for that run's method and class."""
+    if config.tuned:
+        raise ReckdError("--tuned: tune searches from the untuned students; pass a config without tuned values")
+    grid = check_grid(grid)
+    points = grid_points(grid)
+    base = dataclasses.replace(config, seeds=(seed,))
+    base.check()
+    point_configs = []
+    for values in points:
+        model, train = apply_tuned(base.model, base.train, values, "--grid")
+        point_configs.append(dataclasses.replace(base, model=model, train=train))
+    genres = select_genres(data, config.genres)
+    classes: dict[str, list[str]] = {}
+    for genre in genres:
+        classes.setdefault(data.manifest["genres"][genre]["class"], []).append(genre)
+    ref = teacher_ref(teacher_dir, data)  # refused before the folder is made
+    with claim(out, COMMAND) as out:
+        for k, (values, point_config) in enumerate(zip(points, point_configs)):
+            if progress:
+                print(f"reckd tune: point{k} ({k + 1}/{len(points)}): {_spell(values)}", file=sys.stderr)
+            try:
+                distill(data, teacher_dir, out / f"point{k}", point_config, progress, workers, retrain_changed)
+            except NonFiniteLoss as error:
+                print(f"reckd tune: point{k} is not chosen where its runs stopped: {error}", file=sys.stderr)
+        table = {method: {c: [_macro_val(out / f"point{k}", members, method, seed) for k in range(len(points))]
+                          for c, members in sorted(classes.items())} for method in config.methods}
+        chosen_point = {method: {c: _argmin(row, method, c) for c, row in by_class.items()}
+                        for method, by_class in table.items()}
+        document = {"grid": {key: list(values) for key, values in grid.items()}, "points": points,
+                    "genres": dict(sorted(classes.items())), "seed": seed, "validation": table,
+                    "chosen_point": chosen_point,
+                    "chosen": {method: {c: points[k] for c, k in by_class.items()}
+                               for method, by_class in chosen_point.items()},
+                    "split": str(Path(data.path).resolve()), "split_fingerprint": data.fingerprint,
+                    "teacher": str(ref.path.resolve()), "teacher_sha256": ref.sha256,
+                    "config": dataclasses.asdict(base), "reckd_version": __version__}
+        write_json(out / "tuned.json", document)
+    return document
+
+
+def _macro_val(point_dir: Path, genres: list[str], method: str, seed: int) -> float | None:
+    """The mean validation RMSE of ``method`` over ``genres`` at one point; None if a run did not finish."""
+    values = []
+    for genre in genres:
+        result = Run(genre, method, seed).folder(point_dir) / "result.json"
+        if not result.is_file():
+            return None
+        values.append(read_json(result, "a run's result")["val_rmse"])
+    return statistics.fmean(values)
+
+
+def _argmin(row: list[float | None], method: str, genre_class: str) -> int:
+    """The point with the lowest value, the earlier one on a tie."""
+    finished = [k for k, value in enumerate(row) if value is not None]
+    if not finished:
+        raise ReckdError(f"--grid: no grid point finished every {genre_class} run of {method!r} (each stopped on "
+                         f"a non-finite loss); try smaller learning rates")
+    return min(finished, key=lambda k: (row[k], k))
+
+
+def _spell(values: dict[str, object]) -> str:
+    return ", ".join(f"{key}={value:g}" for key, value in values.items())
+
+
+def load_tuned(path: Path, data: SplitData, teacher_dir: Path) -> dict[str, dict[str, dict[str, object]]]:
+    """The chosen values of a ``tuned.json`` (for ``DistillConfig.tuned``), refused unless it was tuned on
+    this very split and teacher: values chosen on another split's validation ratings may have seen this
+    split's test ratings."""
+    path = Path(path)
+    document = read_json(path, "a `reckd tune` result (tuned.json)", keys=("chosen", "split_fingerprint",
+                                                                             "teacher_sha256"))
+    if document["split_fingerprint"] != data.fingerprint:
+        raise ReckdError(f"--tuned {path}: chosen on split {document['split_fingerprint']} "
+                         f"({document.get('split')}), but {data.path} is split {data.fingerprint}; run "
+                         f"`reckd tune` on {data.path}")
+    ref = teacher_ref(teacher_dir, data)
+    if document["teacher_sha256"] != ref.sha256:
+        raise ReckdError(f"--tuned {path}: chosen with the teacher whose checkpoint has SHA-256 "
+                         f"{document['teacher_sha256']} ({document.get('teacher')}), but --teacher {teacher_dir} "
+                         f"has {ref.sha256}; run `reckd tune` with this teacher")
+    chosen = document["chosen"]
+    if not (isinstance(chosen, dict) and all(isinstance(v, dict) for v in chosen.values())):
+        raise ReckdError(f"--tuned {path}: expected chosen as {{method: {{class: {{KEY: VALUE}}}}}}, found {chosen!r}")
+    return chosen
+
+
+def render_tuned(document: dict, fmt: str = "table") -> str:
+    """The validation table of a tuned.json: one row per point, a column per method × class (macro
+    validation RMSE, ``*`` on the chosen point), then the chosen values."""
+    columns = [(m, c) for m, by_class in document["validation"].items() for c in by_class]
+    keys = list(document["grid"])
+    header = ["point", *keys, *(f"{m} {c}" for m, c in columns)]
+    body = []
+    for k, values in enumerate(document["points"]):
+        cells = [f"point{k}", *(f"{values[key]:g}" for key in keys)]
+        for m, c in columns:
+            value = document["validation"][m][c][k]
+            mark = "*" if document["chosen_point"][m][c] == k else ""
+            cells.append("stopped" if value is None else f"{value:.4f}{mark}")
+        body.append(cells)
+    chosen = "\n".join(f"chosen for {m} on {c} genres: point{document['chosen_point'][m][c]} "
+                       f"({_spell(document['chosen'][m][c])})" for m, c in columns)
+    return f"{render_table(header, body, fmt, left=1)}\n\n{chosen}"
