@@ -5,6 +5,7 @@ method's training cost per epoch relative to ``none``.
     python benchmarks/ml100k.py                                   # the main job's methods
     python benchmarks/ml100k.py --methods none,kd,fitnet,hybrid,dist,moe,talking,kd+aug,dist+aug \\
         --out runs/ml-100k/bench-all
+    python benchmarks/ml100k.py --tuned runs/ml-100k/tune/tuned.json   # tuned students (benchmarks/tune.py)
 
 Missing steps are done first (fetch through the mirror if needed, split random 80/10/10 seed 0,
 pre-train the teacher); finished runs are reused, so an interrupted benchmark resumes.
@@ -25,6 +26,7 @@ from reckd.train.distill import DistillConfig, distill
 from reckd.train.io import read_json
 from reckd.train.device import resolve_device
 from reckd.train.teacher import pretrain
+from reckd.train.tune import load_tuned
 
 
 def cost_table(out: Path, methods: list[str]) -> str:
@@ -46,15 +48,18 @@ def cost_table(out: Path, methods: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="runs/ml-100k", help="folder for split/ and teacher/")
-    parser.add_argument("--out", default=None, help="distill folder (default ROOT/students)")
+    parser.add_argument("--out", default=None, help="distill folder (default ROOT/students, or ROOT/students-tuned "
+                                                    "with --tuned)")
     parser.add_argument("--methods", default="none,kd,kd+aug")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--genres", default="all")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tuned", help="a tuned.json of benchmarks/tune.py (`reckd tune`): each run trains with "
+                                        "the values chosen for its method and genre class")
     args = parser.parse_args()
     root = Path(args.root)
-    out = Path(args.out) if args.out else root / "students"
+    out = Path(args.out) if args.out else root / ("students-tuned" if args.tuned else "students")
     started = time.perf_counter()
     if not (root / "split" / "manifest.json").is_file():
         data_prep.fetch("ml-100k")
@@ -67,11 +72,16 @@ def main() -> None:
     methods = [m.strip() for m in args.methods.split(",")]
     config = DistillConfig(genres=args.genres, methods=tuple(methods),
                            seeds=tuple(int(s) for s in args.seeds.split(",")))
+    if args.tuned:
+        config.tuned = load_tuned(Path(args.tuned), data, root / "teacher", config)
     distill(data, root / "teacher", out, config, workers=args.workers if device.type == "cpu" else 1)
     report = collect(out)
     teacher, methods = report.teacher, report.methods
     print(f"Teacher: {teacher['parameters']:,} parameters, test RMSE {teacher['test_rmse']:.4f} on "
           f"{teacher['test_ratings']:,} ratings (best validation epoch {teacher['best_epoch']}).\n")
+    if args.tuned:
+        print(f"Students tuned: each run uses the values {args.tuned} chose for its method and genre class on "
+              f"validation (recorded in its config.json under `tuned`).\n")
     print(render(report, "markdown"))
     print()
     print(cost_table(out, methods))

@@ -140,6 +140,14 @@ def test_tuned_file_from_another_split_or_teacher_is_refused(tuned, synth_split,
                  "--tuned", str(out / "tuned.json"), "--quiet"]) == 1
     assert f"chosen on split {synth_data.fingerprint}" in capsys.readouterr().err
     assert not (tmp_path / "students").exists()
+    # options the grid did not run with are named (the tuned keys themselves may differ)
+    load_tuned(out / "tuned.json", synth_data, synth_teacher[0], _config())
+    assert capsys.readouterr().err == ""
+    longer = _config()
+    longer.train = dataclasses.replace(longer.train, epochs=3, lr=0.5)
+    load_tuned(out / "tuned.json", synth_data, synth_teacher[0], longer)
+    assert capsys.readouterr().err == (f"reckd: warning: --tuned {out / 'tuned.json'}: the grid ran with other "
+                                       f"options than this request: train.epochs (recorded 2, requested 3)\n")
     stamped = tmp_path / "tuned.json"
     stamped.write_text(json.dumps({**document, "teacher_sha256": "0" * 64}))
     with pytest.raises(ReckdError, match="chosen with the teacher whose checkpoint has SHA-256 0000"):

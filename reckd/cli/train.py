@@ -45,7 +45,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     if args.tuned:
         from reckd.train.tune import load_tuned
 
-        config.tuned = load_tuned(Path(args.tuned), data, Path(args.teacher))
+        config.tuned = load_tuned(Path(args.tuned), data, Path(args.teacher), config)
     results = distill(data, Path(args.teacher), Path(args.out), config, progress=not args.quiet,
                       workers=args.workers, retrain_changed=args.retrain_changed)
     print(f"{len(results)} runs finished -> {args.out}", file=sys.stderr)

@@ -31,7 +31,7 @@ from reckd.errors import ReckdError
 from reckd.train.distill import DistillConfig, distill
 from reckd.train.io import read_json, write_json
 from reckd.train.loop import NonFiniteLoss
-from reckd.train.plan import Run, select_genres, unique
+from reckd.train.plan import Run, differences, normal, select_genres, unique
 from reckd.train.student import apply_tuned, tuned_value
 from reckd.train.teacher import teacher_ref
 
@@ -130,10 +130,12 @@ def _spell(values: dict[str, object]) -> str:
     return ", ".join(f"{key}={value:g}" for key, value in values.items())
 
 
-def load_tuned(path: Path, data: SplitData, teacher_dir: Path) -> dict[str, dict[str, dict[str, object]]]:
+def load_tuned(path: Path, data: SplitData, teacher_dir: Path,
+               config: DistillConfig | None = None) -> dict[str, dict[str, dict[str, object]]]:
     """The chosen values of a ``tuned.json`` (for ``DistillConfig.tuned``), refused unless it was tuned on
     this very split and teacher: values chosen on another split's validation ratings may have seen this
-    split's test ratings."""
+    split's test ratings. With ``config`` (the distill request), options that differ from those the grid
+    was run with (say ``--epochs``), other than the tuned keys and the seed, are named in a warning."""
     path = Path(path)
     document = read_json(path, "a `reckd tune` result (tuned.json)", keys=("chosen", "split_fingerprint",
                                                                              "teacher_sha256"))
@@ -149,6 +151,15 @@ def load_tuned(path: Path, data: SplitData, teacher_dir: Path) -> dict[str, dict
     chosen = document["chosen"]
     if not (isinstance(chosen, dict) and all(isinstance(v, dict) for v in chosen.values())):
         raise ReckdError(f"--tuned {path}: expected chosen as {{method: {{class: {{KEY: VALUE}}}}}}, found {chosen!r}")
+    if config is not None and isinstance(document.get("config"), dict):
+        tuned_keys = {*document.get("grid", {}), "train.seed"}
+        sections = ("model", "train", "augment", "aug_weight", "options", "min_steps", "min_batch")
+        recorded = {k: document["config"].get(k) for k in sections}
+        requested = normal({k: dataclasses.asdict(config)[k] for k in sections})
+        changed = [d for d in differences(recorded, requested) if d.split(" ")[0] not in tuned_keys]
+        if changed:
+            print(f"reckd: warning: --tuned {path}: the grid ran with other options than this request: "
+                  f"{'; '.join(changed)}", file=sys.stderr)
     return chosen
 
 

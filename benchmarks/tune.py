@@ -1,0 +1,83 @@
+"""Tune every student row on the README's split (ML-100K, random 80/10/10, seed 0) with one budget: the
+default grid of ``reckd tune`` (8 points) for each method, chosen per genre class on validation RMSE only.
+Prints the validation table (macro-average validation RMSE per point, method and class; ``*`` marks the
+choice) and, where the untuned students' values are a grid point, the choice's validation gain over it.
+
+    python benchmarks/tune.py                                    # writes runs/ml-100k/tune
+    python benchmarks/ml100k.py --tuned runs/ml-100k/tune/tuned.json    # the tuned table (3 seeds)
+    python benchmarks/tune.py --genres Action,Fantasy --epochs 2 --out /tmp/tune-smoke   # a smoke run
+
+A missing split or teacher is made first, as benchmarks/ml100k.py does; finished runs are reused, so an
+interrupted benchmark resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+from data_prep import api as data_prep
+from reckd.data.split import load_split
+from reckd.train.device import resolve_device
+from reckd.train.distill import DistillConfig
+from reckd.train.teacher import pretrain
+from reckd.train.tune import DEFAULT_GRID, render_tuned, tune
+
+
+def untuned_gain(document: dict, config: DistillConfig) -> str:
+    """Per method and class: the chosen point's macro validation RMSE against the point that holds the
+    untuned students' own values (if the grid has one)."""
+    base = {"train": config.train, "model": config.model}
+    untuned = {key: getattr(base[key.split(".")[0]], key.split(".")[1]) for key in document["grid"]}
+    if untuned not in document["points"]:
+        return "(the untuned values are not a point of this grid)"
+    k0 = document["points"].index(untuned)
+    lines = [f"untuned values are point{k0}; validation RMSE, untuned -> chosen:"]
+    for method, by_class in document["validation"].items():
+        for genre_class, row in by_class.items():
+            k = document["chosen_point"][method][genre_class]
+            lines.append(f"  {method} {genre_class}: {row[k0]:.4f} -> {row[k]:.4f} "
+                         f"({100 * (row[k0] - row[k]) / row[k0]:+.2f} %)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="runs/ml-100k", help="folder for split/ and teacher/")
+    parser.add_argument("--out", default=None, help="tune folder (default ROOT/tune)")
+    parser.add_argument("--methods", default="none,kd,kd+aug")
+    parser.add_argument("--genres", default="all")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, help="maximum epochs (default: the distill config's)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    root = Path(args.root)
+    out = Path(args.out) if args.out else root / "tune"
+    started = time.perf_counter()
+    if not (root / "split" / "manifest.json").is_file():
+        data_prep.fetch("ml-100k")
+        data_prep.prepare("ml-100k")
+        data_prep.split("ml-100k", root / "split", seed=0)
+    device = resolve_device(args.device)
+    data = load_split(root / "split").to(device)
+    if not (root / "teacher" / "result.json").is_file():
+        pretrain(data, root / "teacher")
+    config = DistillConfig(genres=args.genres, methods=tuple(m.strip() for m in args.methods.split(",")))
+    if args.epochs is not None:
+        config.train = dataclasses.replace(config.train, epochs=args.epochs)
+    document = tune(data, root / "teacher", out, config, DEFAULT_GRID, seed=args.seed,
+                    workers=args.workers if device.type == "cpu" else 1)
+    print(f"Validation RMSE (macro over each class's genres, seed {args.seed}) on {root / 'split'}; "
+          f"{len(document['points'])} grid points, {config.train.epochs} epochs at most.\n")
+    print(render_tuned(document, "markdown"))
+    print()
+    print(untuned_gain(document, config))
+    print(f"\n-> {out / 'tuned.json'}\n(wall time of this command: {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
