@@ -200,3 +200,16 @@ def test_cli_tune_then_distill_tuned(synth_split, synth_teacher, tmp_path, capsy
                  "--tuned", str(out / "tuned.json"), *common]) == 0
     config = read_json(students / "Adventure" / "none" / "seed0" / "config.json")
     assert config["tuned"] == {"train.lr": document["points"][k]["train.lr"]} and config["train"]["epochs"] == 1
+
+
+def test_a_diverging_point_is_never_chosen(synth_data, synth_teacher, tmp_path, capsys):
+    """A learning rate that turns the loss NaN stops its runs; the point is reported and left out."""
+    config = _config(genres="Adventure", methods=("none",))
+    document = tune(synth_data, synth_teacher[0], tmp_path / "tune", config, {"train.lr": (1e30, 1e-3)},
+                    workers=1, progress=False)
+    assert "reckd tune: point0 is not chosen where its runs stopped" in capsys.readouterr().err
+    assert document["validation"]["none"]["sparse"][0] is None
+    assert document["chosen"] == {"none": {"sparse": {"train.lr": 0.001}}}
+    with pytest.raises(ReckdError, match="--grid: no grid point finished every sparse run of 'none'"):
+        tune(synth_data, synth_teacher[0], tmp_path / "diverged", config, {"train.lr": (1e30,)}, workers=1,
+             progress=False)
