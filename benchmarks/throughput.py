@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from reckd.data.split import load_split
-from reckd.losses import Dims, HeadSpec, Teacher, get, make_config
+from reckd.losses import Dims, HeadSpec, get, make_config
 from reckd.models.ranker import Ranker, RankerConfig
-from reckd.train.loop import TrainConfig, fit
-from reckd.train.teacher import cached_teacher_outputs, load_teacher, ranker_features
+from reckd.train.loop import TeacherView, TrainConfig, fit
+from reckd.train.teacher import cached_teacher_outputs, load_teacher, ranker_features, teacher_ref
 
 
 class Reference(nn.Module):
@@ -61,21 +61,20 @@ class Reference(nn.Module):
 
 def reckd_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epochs: int) -> float:
     teacher = load_teacher(teacher_dir)
-    cache = cached_teacher_outputs(teacher, data, teacher_dir)
+    cache = cached_teacher_outputs(teacher, data, teacher_ref(teacher_dir, data))
     torch.manual_seed(0)
     model = Ranker(RankerConfig.student(), ranker_features(data), data.levels)
     method = get("kd")(make_config("kd"), Dims(*model.dims), Dims(*teacher.dims), HeadSpec("rating", data.levels))
     val = data.rows("val")[:2000]
-    teacher_fn = lambda r, b: Teacher(cache.index(r))
     config = TrainConfig(epochs=epochs, batch_size=batch, patience=epochs + 1)
     start = time.perf_counter()
-    fit(model, method, data, rows, val, config, teacher_fn)
+    fit(model, method, data, rows, val, config, TeacherView(teacher, cache))
     return epochs * rows.numel() / (time.perf_counter() - start)
 
 
 def reference_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epochs: int) -> float:
     teacher = load_teacher(teacher_dir)
-    teacher_rating = cached_teacher_outputs(teacher, data, teacher_dir).prediction
+    teacher_rating = cached_teacher_outputs(teacher, data, teacher_ref(teacher_dir, data)).prediction
     features = ranker_features(data)
     torch.manual_seed(0)
     model = Reference(features, 16, (64, 32))

@@ -8,3 +8,14 @@ from __future__ import annotations
 class ReckdError(Exception):
     """Bad input or a refused run: the message names the file, flag or run, what was expected and what
     was found, and how to proceed where there is a choice."""
+
+
+class OptionError(ReckdError, ValueError):
+    """A bad option value (a flag, a ``--set`` option, a config field); a ValueError to library callers."""
+
+
+class UnknownName(ReckdError, KeyError):
+    """An unknown method, option or genre name; a KeyError to library callers (printed without quotes)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

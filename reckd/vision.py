@@ -14,8 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
@@ -25,8 +23,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from data_prep.table import render_table
 from reckd.data.images import Task, load_digits_tensors, stratified_take
 from reckd.data.source import TensorSource
+from reckd.errors import OptionError
 from reckd.losses import get, make_config, split_spec
 from reckd.models.image import ImageClassifier, ImageConfig, TaskView
 from reckd.train.device import resolve_device
@@ -167,19 +167,11 @@ def format_report(report: Report, fmt: str = "table") -> str:
         return json.dumps({"summary": summary, "runs": [asdict(r) for r in report.rows],
                            "configs": report.configs, "setup": report.setup}, indent=2, default=str)
     if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
-        return buffer.getvalue()
+        return render_table(list(summary[0]), [[str(v) for v in s.values()] for s in summary], "csv")
     header = ["task", "method", "accuracy % (mean ± std)", "vs none", "train s"]
     lines = [[s["task"], s["method"], f"{s['accuracy']:.2f} ± {s['std']:.2f}",
               "—" if s["method"] in ("none", "teacher") else f"{s['rel_improvement']:+.2f}%",
               "—" if s["method"] == "teacher" else f"{s['seconds']:.1f}"] for s in summary]
-    if fmt == "markdown":
-        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                         + ["| " + " | ".join(line) + " |" for line in lines])
-    if fmt != "table":
-        raise ValueError(f"--format: expected table, csv, json or markdown, found {fmt!r}")
-    widths = [max(len(str(v)) for v in column) for column in zip(header, *lines)]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)) for line in [header, *lines])
+    if fmt not in ("table", "markdown"):
+        raise OptionError(f"--format: expected table, csv, json or markdown, found {fmt!r}")
+    return render_table(header, lines, fmt)

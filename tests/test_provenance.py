@@ -102,10 +102,8 @@ def test_repeated_or_empty_lists_and_bad_options_name_the_flag(synth_data, synth
         config = _config(**kwargs)
         with pytest.raises(ReckdError, match=message):
             distill(synth_data, synth_teacher[0], tmp_path / "out", config, progress=False)
-    config = _config()
-    config.train = dataclasses.replace(config.train, epochs=0)
     with pytest.raises(ReckdError, match="--epochs: expected at least 1, found 0"):
-        distill(synth_data, synth_teacher[0], tmp_path / "out", config, progress=False)
+        _config().train = dataclasses.replace(_config().train, epochs=0)
     assert not (tmp_path / "out").exists()
 
 
@@ -264,3 +262,30 @@ def test_cli_errors_exit_1_and_bugs_keep_their_traceback(tmp_path, capsys, monke
     monkeypatch.setattr(command, "cmd_report", lambda args: {}["a bug"])
     with pytest.raises(KeyError):  # a bug in a command is not turned into a one-line message
         main(["report", str(tmp_path)])
+
+
+def test_method_and_training_options_are_checked_for_range():
+    from reckd.losses import make_config
+    from reckd.train.loop import TrainConfig
+
+    for options, message in (({"tau": "-1"}, "'tau': expected a value > 0, found -1.0"),
+                             ({"tau": "nan"}, "'tau': expected a finite number, found nan"),
+                             ({"w_kd": "-0.5"}, "'w_kd': expected a weight ≥ 0, found -0.5")):
+        with pytest.raises(ValueError, match=message):
+            make_config("kd", options)
+    assert make_config("kd", {"w_kd": "0"}).w_kd == 0.0
+    with pytest.raises(ValueError, match="'beta': expected a weight ≥ 0"):
+        make_config("dist", {"beta": "-1"})
+    for kwargs, message in ((dict(epochs=0), "--epochs: expected at least 1, found 0"),
+                            (dict(batch_size=-4), "--batch-size: expected at least 1"),
+                            (dict(lr=float("nan")), "--lr: expected a finite learning rate > 0, found nan"),
+                            (dict(weight_decay=-1e-5), "weight_decay: expected a finite value ≥ 0")):
+        with pytest.raises(ReckdError, match=message):
+            TrainConfig(**kwargs)
+
+
+def test_cli_names_a_bad_option(synth_split, synth_teacher, tmp_path):
+    done = _cli("distill", str(synth_split), "--teacher", str(synth_teacher[0]), "--out", str(tmp_path / "s"),
+                "--methods", "kd", "--set", "kd.tau=-1")
+    assert done.returncode == 1 and done.stderr.startswith("reckd: error: --set: method 'kd' option 'tau'")
+    assert not (tmp_path / "s").exists()

@@ -48,11 +48,8 @@ def cmd_vision(args: argparse.Namespace) -> None:
         tasks=tuple(args.tasks) if args.tasks else VisionConfig().tasks,
         test_fraction=args.test_fraction, val_fraction=args.val_fraction,
         student_fit=dataclasses.replace(VisionConfig().student_fit, epochs=args.epochs, patience=args.patience))
-    try:
-        report = run(config, args.methods, args.seeds, args.device, method_options(args.set),
-                     progress=lambda line: print(line, file=sys.stderr, flush=True))
-    except (KeyError, ValueError) as error:
-        raise SystemExit(f"reckd vision: error: {error}") from None
+    report = run(config, args.methods, args.seeds, args.device, method_options(args.set),
+                 progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_report(report, args.format))
     if args.out:
         write_with(args.out, lambda tmp: tmp.write_text(format_report(report, "json")))

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from reckd.errors import OptionError
+
 
 def load_digits_tensors() -> tuple[Tensor, Tensor]:
     """scikit-learn's 1,797 8×8 digit images scaled to [0, 1], ``[N, 1, 8, 8]``, and their labels."""
@@ -60,9 +62,9 @@ class Task:
                 classes = tuple(int(v) for v in classes_text.split(","))
             task = cls(classes, int(n_text))
         except ValueError:
-            raise ValueError(f"--task {spec!r}: expected CLASSES:LABELS_PER_CLASS, e.g. 0-4:10 or 1,3,5:20") from None
+            raise OptionError(f"--task {spec!r}: expected CLASSES:LABELS_PER_CLASS, e.g. 0-4:10 or 1,3,5:20") from None
         if len(set(classes)) < 2 or not all(0 <= c <= 9 for c in classes) or task.labels_per_class < 2:
-            raise ValueError(f"--task {spec!r}: expected ≥ 2 distinct digits in 0..9 and ≥ 2 labels per class")
+            raise OptionError(f"--task {spec!r}: expected ≥ 2 distinct digits in 0..9 and ≥ 2 labels per class")
         return task
 
     @property

@@ -76,6 +76,25 @@ class RatingSource:
 
 
 @dataclass
+class PairSource:
+    """(user, item) pairs of a split that need not be rated (ranking candidates): ``batch(rows)`` is the
+    KJT of pairs ``rows`` (labels are zeros; nothing scores them)."""
+
+    data: SplitData
+    users: Tensor
+    items: Tensor
+    chunk: int = 65536
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.rating.device
+
+    def batch(self, rows: Tensor) -> tuple[KeyedJaggedTensor, Tensor]:
+        batch = self.data.batch(self.users[rows], self.items[rows])
+        return batch.sparse_features, batch.labels
+
+
+@dataclass
 class TensorSource:
     """Rows of in-memory tensors: ``batch(rows)`` is ``(inputs[rows], labels[rows])``. ``scale``:
     ``None`` for class labels (metric: accuracy, higher is better), or the rating scale ``(min, max)``

@@ -7,12 +7,14 @@ outputs into a dict of **named, already weighted** loss terms. The trainer sums 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Callable, ClassVar, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from reckd.errors import OptionError, UnknownName
 from reckd.models.contract import Dims, HeadSpec, Outputs
 
 
@@ -84,7 +86,7 @@ _REGISTRY: dict[str, type[Method]] = {}
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make a method available by its ``name``."""
     if not cls.name or cls.name in _REGISTRY:
-        raise ValueError(f"method name {cls.name!r} is empty or already registered")
+        raise OptionError(f"method name {cls.name!r} is empty or already registered")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -94,7 +96,7 @@ def get(name: str) -> type[Method]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+        raise UnknownName(f"unknown method {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
 
 
 def names() -> list[str]:
@@ -106,7 +108,7 @@ def split_spec(spec: str) -> tuple[str, bool]:
     the trainer for teacher-labelled augmentation on top of the method."""
     name, plus, suffix = spec.strip().partition("+")
     if plus and suffix != "aug":
-        raise ValueError(f"method {spec!r}: expected NAME or NAME+aug, found suffix {suffix!r}")
+        raise OptionError(f"method {spec!r}: expected NAME or NAME+aug, found suffix {suffix!r}")
     get(name)  # raises with the known names
     return name, bool(plus)
 
@@ -123,9 +125,27 @@ def make_config(name: str, overrides: Mapping[str, Any] | None = None):
     values = {}
     for key, value in (overrides or {}).items():
         if key not in known:
-            raise KeyError(f"method {name!r}: unknown option {key!r}; known: {', '.join(sorted(known)) or '(none)'}")
+            raise UnknownName(f"method {name!r}: unknown option {key!r}; known: {', '.join(sorted(known)) or '(none)'}")
         values[key] = _coerce(name, key, value, getattr(config_type(), key))
+        _check_range(name, key, values[key])
     return config_type(**values)
+
+
+WEIGHTS = {"beta", "gamma"}  # besides every ``w_*``: DIST's relation weights
+
+
+def _check_range(method: str, key: str, value: Any) -> None:
+    """Weights (``w_*``, DIST's beta/gamma) are finite and ≥ 0; every other number (temperatures, widths,
+    rounds, eps) is finite and > 0: a negative temperature or a NaN weight is a mistake, not a setting."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    where = f"method {method!r} option {key!r}"
+    if not math.isfinite(value):
+        raise OptionError(f"{where}: expected a finite number, found {value}")
+    if (key.startswith("w_") or key in WEIGHTS) and value < 0:
+        raise OptionError(f"{where}: expected a weight ≥ 0, found {value}")
+    if not (key.startswith("w_") or key in WEIGHTS) and value <= 0:
+        raise OptionError(f"{where}: expected a value > 0, found {value}")
 
 
 def _coerce(method: str, key: str, value: Any, default: Any) -> Any:
@@ -139,7 +159,7 @@ def _coerce(method: str, key: str, value: Any, default: Any) -> Any:
             return True
         if text in ("false", "0", "no", "off"):
             return False
-        raise ValueError(f"{where}: expected a boolean (true/false), found {value!r}")
+        raise OptionError(f"{where}: expected a boolean (true/false), found {value!r}")
     try:
         if isinstance(default, int):
             number = float(value)
@@ -151,7 +171,7 @@ def _coerce(method: str, key: str, value: Any, default: Any) -> Any:
                 raise ValueError
             return float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: expected {type(default).__name__}, found {value!r}") from None
+        raise OptionError(f"{where}: expected {type(default).__name__}, found {value!r}") from None
     if isinstance(default, str) and not isinstance(value, str):
-        raise ValueError(f"{where}: expected str, found {value!r}")
+        raise OptionError(f"{where}: expected str, found {value!r}")
     return value

@@ -30,7 +30,7 @@ from reckd.train.loop import NonFiniteLoss, TrainConfig
 from reckd.train.plan import Run, make_plan, select_genres, unique
 from reckd.train.pool import run_in_workers
 from reckd.train.student import StudentRuns, student_runs, tuned_value
-from reckd.train.teacher import check_train_config, teacher_ref
+from reckd.train.teacher import teacher_ref
 
 
 @dataclass
@@ -74,7 +74,6 @@ class DistillConfig:
             raise ReckdError(f"--augment: expected at least 1 unrated pair per rated pair for NAME+aug, found {self.augment}")
         if not (self.aug_weight >= 0 and math.isfinite(self.aug_weight)):
             raise ReckdError(f"aug_weight: expected a finite weight ≥ 0, found {self.aug_weight}")
-        check_train_config(self.train)
         for method, by_class in self.tuned.items():
             if not (isinstance(by_class, dict) and all(isinstance(v, dict) for v in by_class.values())):
                 raise ReckdError(f"--tuned: expected {{class: {{KEY: VALUE}}}} for method {method!r}, found {by_class!r}")

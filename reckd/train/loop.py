@@ -28,10 +28,10 @@ from typing import Any, Callable, Literal, Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchrec.datasets.utils import Batch
 
-from reckd.data.source import BatchSource, RatingSource, rmse
+from reckd.data.source import BatchSource, PairSource, RatingSource, rmse
 from reckd.data.split import SplitData
+from reckd.errors import ReckdError
 from reckd.losses.base import Method, Teacher
 from reckd.losses.common import teacher_label_loss
 from reckd.models.contract import Outputs
@@ -41,7 +41,7 @@ __all__ = ["Augmentation", "Augmenter", "FitResult", "NonFiniteLoss", "TeacherVi
            "evaluate", "fit", "predict", "predict_rows", "rmse", "train"]
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(ReckdError):
     """A loss became NaN or inf; the run stops and its last good checkpoint stays on disk."""
 
 
@@ -56,6 +56,18 @@ class TrainConfig:
     patience: int = 4
     seed: int = 0
     lr_patience: int = 0  # halve the learning rate after this many epochs without improvement (0: never)
+
+    def __post_init__(self) -> None:
+        """Every option in range, each error naming its flag."""
+        for flag, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("patience", self.patience)):
+            if value < 1:
+                raise ReckdError(f"{flag}: expected at least 1, found {value}")
+        if not (0 < self.lr < math.inf):
+            raise ReckdError(f"--lr: expected a finite learning rate > 0, found {self.lr}")
+        if not (0 <= self.weight_decay < math.inf):
+            raise ReckdError(f"weight_decay: expected a finite value ≥ 0, found {self.weight_decay}")
+        if self.lr_patience < 0:
+            raise ReckdError(f"lr_patience: expected 0 (never) or more epochs, found {self.lr_patience}")
 
 
 @dataclass
@@ -218,6 +230,15 @@ def predict_rows(model: nn.Module, method: Method | None, data: SplitData, rows:
     return predict(model, method, RatingSource(data, chunk), rows).clamp(data.rating_min, data.rating_max)
 
 
+def pair_scorer(model: nn.Module, method: Method | None, data: SplitData) -> Callable[[Tensor, Tensor], Tensor]:
+    """``score(users, items)``: teacher-free predictions for (user, item) pairs, rated or not, clipped to
+    the rating scale (what the ranking metrics rank)."""
+    def score(users: Tensor, items: Tensor) -> Tensor:
+        rows = torch.arange(users.numel(), device=users.device)
+        return predict(model, method, PairSource(data, users, items), rows).clamp(data.rating_min, data.rating_max)
+    return score
+
+
 # ---------------------------------------------------------------- the loop
 def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Tensor, val_rows: Tensor,
           config: TrainConfig, teacher: TeacherView | StepTeacher | None = None,
@@ -300,21 +321,9 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
     return best
 
 
-TeacherFn = Callable[[Tensor, Batch], Teacher]  # the rating loop's older teacher form, (rows, batch) -> Teacher
-
-
 def fit(model: nn.Module, method: Method, data: SplitData, train_rows: Tensor, val_rows: Tensor,
-        config: TrainConfig, teacher: TeacherView | TeacherFn | None = None,
-        augmentation: Augmentation | None = None, run_dir: Path | None = None,
-        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
-    """:func:`train` on the rating rows of a split (validation metric: RMSE). ``teacher``: a
-    :class:`TeacherView` over the split's rows, or the older ``(rows, batch) -> Teacher`` function
-    (its caller runs ``method.prepare``; kept until every caller passes a TeacherView)."""
-    if teacher is not None and not isinstance(teacher, TeacherView):
-        teacher_fn = teacher
-
-        def teacher(rows: Tensor, kjt: Any) -> Teacher:  # noqa: F811
-            return teacher_fn(rows, Batch(torch.zeros(rows.numel(), 0, device=rows.device), kjt, data.rating[rows]))
-
+        config: TrainConfig, teacher: TeacherView | None = None, augmentation: Augmentation | None = None,
+        run_dir: Path | None = None, on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """:func:`train` on the rating rows of a split (validation metric: RMSE)."""
     return train(model, method, RatingSource(data), train_rows, val_rows, config, teacher, augmentation,
                  run_dir, on_epoch)

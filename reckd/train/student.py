@@ -15,11 +15,13 @@ from reckd import __version__
 from reckd.data.augment import sample_unrated
 from reckd.data.split import SplitData, load_split
 from reckd.errors import ReckdError
-from reckd.losses import Dims, HeadSpec, Teacher, get, make_config, split_spec
+from reckd.losses import Dims, HeadSpec, get, make_config, split_spec
 from reckd.models.ranker import Ranker, RankerConfig, count_parameters
 from reckd.train.io import write_array, write_json
-from reckd.train.loop import Augmentation, NonFiniteLoss, TrainConfig, fit, predict_rows, rmse
+from reckd.train.loop import (Augmentation, NonFiniteLoss, TeacherView, TrainConfig, fit, pair_scorer, predict_rows,
+                              rmse)
 from reckd.train.plan import Run, clear_run
+from reckd.train.ranking import ranking_metrics
 from reckd.train.teacher import TeacherRef, cached_teacher_outputs, load_teacher, ranker_features, teacher_outputs
 
 # The hyper-parameters that ``reckd tune`` may search and a tuned file may set, as SECTION.FIELD of the
@@ -177,33 +179,21 @@ class StudentRuns:
         model = Ranker(model_config, ranker_features(data), data.levels, device=data.rating.device)
         method = method_class(method_config, Dims(*model.dims), Dims(*teacher.dims),
                               HeadSpec("rating", data.levels)).to(data.rating.device)
-        teacher_fn = None
-        if method_class.needs_teacher:
-            live = method_class.needs_live_teacher
-            method.prepare(teacher_outputs(teacher, data, data.user[train_rows], data.item[train_rows], lower=True)
-                           if live else self.cache.index(train_rows), teacher.head_layer)
-            if live:
-                def teacher_fn(rows, batch):
-                    with torch.no_grad():
-                        outputs = teacher(batch.sparse_features)
-                    return Teacher(outputs, upper=teacher.upper, head=teacher.head)
-            else:
-                cache = self.cache
-
-                def teacher_fn(rows, batch):
-                    return Teacher(cache.index(rows), upper=teacher.upper, head=teacher.head)
+        view = TeacherView(teacher, None if method_class.needs_live_teacher else self.cache,
+                           head=teacher.head_layer) if method_class.needs_teacher else None
         write_json(run_dir / "config.json", config)
-        result = fit(model, method, data, train_rows, val_rows, train_config, teacher_fn, augmentation, run_dir)
+        result = fit(model, method, data, train_rows, val_rows, train_config, view, augmentation, run_dir)
         predictions = predict_rows(model, method, data, test_rows)
         test = rmse(predictions, data.rating[test_rows])
         write_array(run_dir / "test_predictions.npy", predictions.cpu().numpy())  # in test-row order
+        ranking = ranking_metrics(pair_scorer(model, method, data), data, run.genre)
         summary = {"genre": run.genre, "method": run.method, "seed": run.seed, "best_epoch": result.best_epoch,
                    "val_rmse": result.best_val_rmse, "test_rmse": test, "test_ratings": int(test_rows.numel()),
                    "train_ratings": int(train_rows.numel()), "epochs_run": result.epochs_run,
                    "seconds": result.seconds, "seconds_per_epoch": result.seconds / result.epochs_run,
                    "parameters": count_parameters(model),
                    "extra_parameters": sum(p.numel() for p in method.parameters()),
-                   "augment_pairs": int(augmentation.users.numel()) if augmentation else 0}
+                   "augment_pairs": int(augmentation.users.numel()) if augmentation else 0, **ranking}
         write_json(run_dir / "result.json", summary)
         return summary
 

@@ -18,7 +18,8 @@ from reckd.errors import ReckdError
 from reckd.losses import Dims, HeadSpec, Outputs, get, make_config
 from reckd.models.ranker import Ranker, RankerConfig, count_parameters
 from reckd.train.io import read_json, write_json, write_torch
-from reckd.train.loop import TrainConfig, fit, predict_rows, rmse
+from reckd.train.loop import TrainConfig, fit, pair_scorer, predict_rows, rmse
+from reckd.train.ranking import ranking_metrics
 
 
 @dataclass
@@ -48,7 +49,6 @@ def pretrain(data: SplitData, out: Path, config: PretrainConfig | None = None,
     ``restart<k>/metrics.jsonl`` and ``restart<k>/checkpoint.pt`` per start, ``checkpoint.pt`` (the
     best start's best epoch) and ``result.json`` (overall and per-genre RMSE)."""
     config = config or PretrainConfig()
-    check_train_config(config.train)
     with claim(out, "reckd pretrain") as out:
         return _pretrain(data, out, config, on_epoch)
 
@@ -97,13 +97,14 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, on_epoch) -> d
 
 
 def genre_rmse(model: Ranker, data: SplitData) -> dict[str, dict]:
-    """Test RMSE and test-rating count of a model on each genre of the split."""
+    """Test RMSE, test-rating count and ranking metrics (NDCG/Recall/HR@10) of a model on each genre."""
     out = {}
     for genre in data.genres:
         rows = data.rows("test", genre)
         if rows.numel():
             out[genre] = {"test_rmse": rmse(predict_rows(model, None, data, rows), data.rating[rows]),
-                          "test_ratings": int(rows.numel())}
+                          "test_ratings": int(rows.numel()),
+                          **ranking_metrics(pair_scorer(model, None, data), data, genre)}
     return out
 
 
@@ -189,13 +190,3 @@ def cached_teacher_outputs(teacher: Ranker, data: SplitData, ref: TeacherRef) ->
     out = teacher_outputs(teacher, data, data.user, data.item)
     write_torch(path, {"key": key, "prediction": out.prediction.cpu(), "upper": out.upper.cpu()})
     return out
-
-
-def check_train_config(train) -> None:
-    """Training options in range, each error naming its flag."""
-    if train.epochs < 1:
-        raise ReckdError(f"--epochs: expected at least 1, found {train.epochs}")
-    if train.batch_size < 1:
-        raise ReckdError(f"--batch-size: expected at least 1, found {train.batch_size}")
-    if not (train.lr > 0 and train.lr < float("inf")):
-        raise ReckdError(f"--lr: expected a finite learning rate > 0, found {train.lr}")

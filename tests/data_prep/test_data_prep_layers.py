@@ -9,7 +9,7 @@ import data_prep
 
 PACKAGE = Path(data_prep.__file__).parent
 STAGES = {  # module (or package) → stage rank
-    "errors": 0, "atomic": 0, "folder": 0, "paths": 0, "datasets": 0,
+    "errors": 0, "atomic": 0, "folder": 0, "paths": 0, "datasets": 0, "table": 0,
     "sources": 1, "parse": 2, "canonical": 3, "synth": 3,
     "config": 4, "assign": 4, "genres": 4, "fingerprint": 4, "manifest": 4, "split": 4,
     "api": 5, "cli": 5, "__main__": 5, "__init__": 5,
