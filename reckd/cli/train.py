@@ -127,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a method option, e.g. --set kd.tau=2 (repeatable)")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,…",
                    help="values to search for one option, e.g. --grid train.lr=1e-3,3e-3 (repeatable; default "
-                        "train.lr=1e-3,3e-3 train.weight_decay=0,1e-5 model.input_dropout=0,0.3)")
+                        "model.input_dropout=0,0.3,0.5 train.lr=1e-3,3e-3 train.weight_decay=0,1e-5: 12 points)")
     p.add_argument("--seed", type=int, default=0, help="the seed of every grid run (default 0)")
     p.add_argument("--augment", type=int, default=4, help="unrated pairs per rated pair for NAME+aug (default 4)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
