@@ -35,9 +35,10 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto|cpu|cuda[:N] (default auto: CUDA when a GPU answers)")
 
 
-def add_methods(parser: argparse.ArgumentParser, default: str) -> None:
+def add_methods(parser: argparse.ArgumentParser, default: str, with_seeds: bool = True) -> None:
     parser.add_argument("--methods", type=csv_list, default=csv_list(default),
                         help=f"comma list of methods, each NAME or NAME+aug (default {default})")
-    parser.add_argument("--seeds", type=seeds, default=(0, 1, 2), help="comma-separated seeds (default 0,1,2)")
+    if with_seeds:
+        parser.add_argument("--seeds", type=seeds, default=(0, 1, 2), help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--set", action="append", default=[], metavar="METHOD.OPTION=VALUE",
                         help="override a method option, e.g. --set kd.tau=2 (repeatable)")

@@ -96,11 +96,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("distill", help="train genre students, with and without distillation")
+    _student_flags(p, "run folder (new, empty, or an earlier distill's: resumed)")
+    add_methods(p, "none,kd")
+    p.add_argument("--tuned", metavar="TUNE/tuned.json",
+                   help="train each run with the values `reckd tune` chose for its method and genre class")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("tune", help="choose the students' hyper-parameters on validation (a grid of distill runs)",
+                       description="Distil every grid point once (seed --seed) into OUT/point<k>/ and choose, per "
+                                   "method and genre class, the point with the lowest mean validation RMSE over "
+                                   "the class's genres; writes OUT/tuned.json for `reckd distill --tuned`.")
+    _student_flags(p, "tune folder (new, empty, or an earlier tune's: resumed)")
+    add_methods(p, "none,kd", with_seeds=False)
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,…",
+                   help="values to search for one option, e.g. --grid train.lr=1e-3,3e-3 (repeatable; default "
+                        "model.input_dropout=0,0.3,0.5 train.lr=1e-3,3e-3 train.weight_decay=0,1e-5: 12 points)")
+    p.add_argument("--seed", type=int, default=0, help="the seed of every grid run (default 0)")
+    p.set_defaults(func=cmd_tune)
+
+
+def _student_flags(p: argparse.ArgumentParser, out_help: str) -> None:
+    """The flags of every command that trains students (distill, tune)."""
     p.add_argument("split_dir")
     p.add_argument("--teacher", required=True, help="the `reckd pretrain --out` folder (trained on this split)")
-    p.add_argument("--out", required=True, help="run folder (new, empty, or an earlier distill's: resumed)")
+    p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--genres", default="all", help="all|dense|sparse|G1,G2,…")
-    add_methods(p, "none,kd")
     p.add_argument("--augment", type=int, default=4, help="unrated pairs per rated pair for NAME+aug (default 4)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
     add_device(p)
@@ -108,33 +128,4 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="students trained at once in CPU processes (default: one per core on the CPU, 1 on CUDA)")
     p.add_argument("--retrain-changed", action="store_true",
                    help="retrain runs that the folder holds with other options (default: refuse them)")
-    p.add_argument("--tuned", metavar="TUNE/tuned.json",
-                   help="train each run with the values `reckd tune` chose for its method and genre class")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_distill)
-
-    p = sub.add_parser("tune", help="choose the students' hyper-parameters on validation (a grid of distill runs)",
-                       description="Distil every grid point once (seed --seed) into OUT/point<k>/ and choose, per "
-                                   "method and genre class, the point with the lowest mean validation RMSE over "
-                                   "the class's genres; writes OUT/tuned.json for `reckd distill --tuned`.")
-    p.add_argument("split_dir")
-    p.add_argument("--teacher", required=True, help="the `reckd pretrain --out` folder (trained on this split)")
-    p.add_argument("--out", required=True, help="tune folder (new, empty, or an earlier tune's: resumed)")
-    p.add_argument("--genres", default="all", help="all|dense|sparse|G1,G2,…")
-    p.add_argument("--methods", type=csv_list, default=csv_list("none,kd"),
-                   help="comma list of methods, each NAME or NAME+aug (default none,kd)")
-    p.add_argument("--set", action="append", default=[], metavar="METHOD.OPTION=VALUE",
-                   help="override a method option, e.g. --set kd.tau=2 (repeatable)")
-    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,…",
-                   help="values to search for one option, e.g. --grid train.lr=1e-3,3e-3 (repeatable; default "
-                        "model.input_dropout=0,0.3,0.5 train.lr=1e-3,3e-3 train.weight_decay=0,1e-5: 12 points)")
-    p.add_argument("--seed", type=int, default=0, help="the seed of every grid run (default 0)")
-    p.add_argument("--augment", type=int, default=4, help="unrated pairs per rated pair for NAME+aug (default 4)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
-    add_device(p)
-    p.add_argument("--workers", type=int,
-                   help="students trained at once in CPU processes (default: one per core on the CPU, 1 on CUDA)")
-    p.add_argument("--retrain-changed", action="store_true",
-                   help="retrain runs that a point folder holds with other options (default: refuse them)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_tune)
