@@ -89,7 +89,7 @@ def collect(run_dir: Path, only: list[str] | None = None, metric: str = "rmse",
             baselines: Path | None = None) -> Report:
     """Rows per genre plus dense/sparse macro-average rows, read from a ``reckd distill`` folder.
     Macro-averages: per seed, the mean over the class's genres; then mean ± std over seeds.
-    ``only``: report just these methods (in this order). ``metric``: ``rmse`` or a ranking metric
+    ``only``: report just these methods and reference columns (in this order). ``metric``: ``rmse`` or a ranking metric
     (``ndcg@10``, ``recall@10``, ``hr@10``). ``baselines``: a ``reckd baselines`` folder of the same
     split, shown as reference columns. Refuses a folder whose teacher changed or was trained on
     another split than the one recorded; lists requested runs that are not finished."""
@@ -118,16 +118,20 @@ def collect(run_dir: Path, only: list[str] | None = None, metric: str = "rmse",
     if not results:
         raise ReckdError(f"{run_dir}: no finished runs (no */*/seed*/result.json)")
     order = list(dict.fromkeys(m for _, m, _ in requested))
-    methods = [m for m in (only or order) if any(k[1] == m for k in results)]
-    if only and len(methods) < len(only):
-        missing = sorted(set(only) - set(methods))
-        raise ReckdError(f"--methods: no finished runs of {', '.join(missing)} in {run_dir}")
-    references, base_info = [], None
+    references, base_info, base_results = [], None, {}
     if baselines is not None:
         base_info, base_results = _baselines(Path(baselines), info["split_fingerprint"], metric)
         references = list(dict.fromkeys(m for _, m, _ in base_results))
-        results = {**results, **base_results}
-        requested = requested + list(base_results)
+        if only:  # --methods names the reference columns to show, too
+            references = [m for m in only if m in references]
+        base_results = {k: v for k, v in base_results.items() if k[1] in references}
+    methods = [m for m in (only or order) if m not in references and any(k[1] == m for k in results)]
+    if only and len(methods) + len(references) < len(only):
+        missing = sorted(set(only) - set(methods) - set(references))
+        raise ReckdError(f"--methods: no finished runs of {', '.join(missing)} in {run_dir}"
+                         + (f" or {baselines}" if baselines is not None else ""))
+    results = {**results, **base_results}
+    requested = requested + list(base_results)
     columns = references + methods
     asked: dict[tuple[str, str], int] = {}
     for g, m, _ in requested:

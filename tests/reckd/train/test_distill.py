@@ -200,5 +200,7 @@ def test_report_with_classical_rows_and_significance(distilled, synth_data, tmp_
     assert "svd@all" in text.splitlines()[0]
     doc = json.loads(render(report, "json"))
     assert doc["references"] == report.references and doc["rows"][0]["kd_p_vs_none"] is not None
+    chosen = collect(out, only=["svd@all", "none", "kd"], baselines=baselines)
+    assert (chosen.references, chosen.methods) == (["svd@all"], ["none", "kd"])
     with pytest.raises(ReckdError, match="classical rows are scored by RMSE only"):
         collect(out, metric="ndcg@10", baselines=baselines)
