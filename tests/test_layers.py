@@ -2,7 +2,8 @@
 top of a module or inside a function — goes from a higher layer to a lower one or stays in its own
 layer, and no chain of imports leads back to where it started.
 
-Layers, low → high: data_prep < reckd.errors < reckd.data < reckd.models < reckd.losses < reckd.train <
+Layers, low → high: data_prep (by stage: plumbing < sources < parse < canonical < splits < api/cli) <
+reckd.errors < reckd.data < reckd.models < reckd.losses < reckd.train <
 the experiment drivers (reckd.vision, reckd.report, reckd.baselines) < reckd.cli. ``reckd/__init__.py``
 (the version) and ``reckd/__main__.py`` are exempt.
 """
@@ -15,7 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("data_prep", "reckd")
 LAYERS = [  # (module prefix, layer); the longest matching prefix wins
-    ("data_prep", 0),
+    # data_prep, cut by stage: shared plumbing < sources < parse < canonical < splits < its API and CLI
+    ("data_prep.errors", 0.0), ("data_prep.atomic", 0.0), ("data_prep.folder", 0.0), ("data_prep.paths", 0.0),
+    ("data_prep.datasets", 0.0), ("data_prep.table", 0.0),
+    ("data_prep.sources", 0.1), ("data_prep.parse", 0.2), ("data_prep.canonical", 0.3), ("data_prep.synth", 0.3),
+    ("data_prep.config", 0.4), ("data_prep.assign", 0.4), ("data_prep.genres", 0.4),
+    ("data_prep.fingerprint", 0.4), ("data_prep.manifest", 0.4), ("data_prep.split", 0.4),
+    ("data_prep", 0.5),  # the package's __init__, api, cli, __main__
     ("reckd.errors", 1),
     ("reckd.data", 2),
     ("reckd.models", 3),
@@ -63,7 +70,7 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
     return found
 
 
-def layer(name: str) -> int:
+def layer(name: str) -> float:
     matches = [(len(prefix), level) for prefix, level in LAYERS if name == prefix or name.startswith(prefix + ".")]
     if not matches:
         raise AssertionError(f"{name}: no layer; add it to LAYERS in {Path(__file__).name}")
@@ -121,8 +128,8 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_the_walker_finds_upward_imports_and_cycles(tmp_path):
     files = {
         "data_prep/__init__.py": "",
-        "data_prep/raw.py": "from . import atomic\n",  # relative, same layer
-        "data_prep/atomic.py": "def f():\n    from data_prep.raw import x\n",  # a cycle through a function
+        "data_prep/paths.py": "from . import atomic\n",  # relative, same layer
+        "data_prep/atomic.py": "def f():\n    from data_prep.paths import x\n",  # a cycle through a function
         "reckd/__init__.py": "",
         "reckd/models/__init__.py": "",
         "reckd/models/net.py": "import torch\nfrom reckd.losses.base import Dims\n",  # upward
@@ -135,7 +142,7 @@ def test_the_walker_finds_upward_imports_and_cycles(tmp_path):
     edges = graph(tmp_path)
     assert edges["reckd.losses"] == {"reckd.losses.base"} and edges["reckd.losses.base"] == {"reckd.models.net"}
     assert upward(edges) == ["reckd.models.net (3) imports reckd.losses.base (4)"]
-    assert cycles(edges) == [["data_prep.atomic", "data_prep.raw"], ["reckd.losses.base", "reckd.models.net"]]
+    assert cycles(edges) == [["data_prep.atomic", "data_prep.paths"], ["reckd.losses.base", "reckd.models.net"]]
 
 
 def test_every_module_has_a_layer():
