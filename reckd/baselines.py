@@ -24,6 +24,7 @@ from data_prep.folder import claim
 from reckd.data.split import SplitData
 from reckd.errors import ReckdError
 from reckd.train.plan import normal, slug, unique
+from reckd.train.tune import grid_points
 
 COMMAND = "reckd baselines"
 INSTALL_HINT = "reckd baselines needs scikit-surprise: pip install 'reckd[classical]'"
@@ -99,11 +100,6 @@ def _fit_predict(model: str, params: dict, seed: int, train: tuple[np.ndarray, n
 
 def _rmse(estimates: np.ndarray, ratings: np.ndarray) -> float:
     return float(np.sqrt(np.mean((estimates - ratings) ** 2)))
-
-
-def _grid_points(grid: dict[str, tuple]) -> list[dict]:
-    names = sorted(grid)
-    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
 
 
 class _Split:
@@ -217,7 +213,7 @@ def _choose_svd(split: _Split, scopes: list[str], grid: dict[str, tuple], jobs: 
     Returns {scope: {"params", "val_rmse", "genres", "table"}} (``table``: every point, best first)."""
     from joblib import Parallel, delayed
 
-    points = _grid_points(grid)
+    points = grid_points({name: grid[name] for name in sorted(grid)})
     members = {scope: [ALL] if scope == ALL else split.class_genres(scope) for scope in scopes}
     for scope, genres in members.items():
         if not genres:
