@@ -18,10 +18,10 @@ import statistics
 import time
 from pathlib import Path
 
-from data_prep import api as data_prep
 from data_prep.atomic import read_json
 from reckd.baselines import CLASSES, fit_baselines
-from reckd.data.split import load_split
+
+from readme_split import readme_split
 
 
 def _cell(values: list[float]) -> str:
@@ -64,11 +64,7 @@ def main() -> None:
     root = Path(args.root)
     out = Path(args.out) if args.out else root / "baselines"
     started = time.perf_counter()
-    if not (root / "split" / "manifest.json").is_file():
-        data_prep.fetch("ml-100k", source="pypi-mirror")
-        data_prep.prepare("ml-100k")
-        data_prep.split("ml-100k", root / "split", seed=0)
-    data = load_split(root / "split")
+    data = readme_split(root)
     models = tuple(m.strip() for m in args.models.split(","))
     seeds = tuple(int(s) for s in args.seeds.split(","))
     order = [f"{m}@all" for m in models] + list(models)

@@ -19,14 +19,13 @@ import statistics
 import time
 from pathlib import Path
 
-from data_prep import api as data_prep
-from reckd.data.split import load_split
 from reckd.report import collect, render
 from reckd.train.distill import DistillConfig, distill
 from reckd.train.io import read_json
 from reckd.train.device import resolve_device
-from reckd.train.teacher import pretrain
 from reckd.train.tune import load_tuned
+
+from readme_split import readme_split, readme_teacher
 
 
 def cost_table(out: Path, methods: list[str]) -> str:
@@ -61,14 +60,9 @@ def main() -> None:
     root = Path(args.root)
     out = Path(args.out) if args.out else root / ("students-tuned" if args.tuned else "students")
     started = time.perf_counter()
-    if not (root / "split" / "manifest.json").is_file():
-        data_prep.fetch("ml-100k")
-        data_prep.prepare("ml-100k")
-        data_prep.split("ml-100k", root / "split", seed=0)
     device = resolve_device(args.device)
-    data = load_split(root / "split").to(device)
-    if not (root / "teacher" / "result.json").is_file():
-        pretrain(data, root / "teacher")
+    data = readme_split(root, device)
+    readme_teacher(root, data)
     methods = [m.strip() for m in args.methods.split(",")]
     config = DistillConfig(genres=args.genres, methods=tuple(methods),
                            seeds=tuple(int(s) for s in args.seeds.split(",")))

@@ -19,12 +19,11 @@ import os
 import time
 from pathlib import Path
 
-from data_prep import api as data_prep
-from reckd.data.split import load_split
 from reckd.train.device import resolve_device
 from reckd.train.distill import DistillConfig
-from reckd.train.teacher import pretrain
 from reckd.train.tune import DEFAULT_GRID, render_tuned, tune
+
+from readme_split import readme_split, readme_teacher
 
 
 def untuned_gain(document: dict, config: DistillConfig) -> str:
@@ -58,14 +57,9 @@ def main() -> None:
     root = Path(args.root)
     out = Path(args.out) if args.out else root / "tune"
     started = time.perf_counter()
-    if not (root / "split" / "manifest.json").is_file():
-        data_prep.fetch("ml-100k")
-        data_prep.prepare("ml-100k")
-        data_prep.split("ml-100k", root / "split", seed=0)
     device = resolve_device(args.device)
-    data = load_split(root / "split").to(device)
-    if not (root / "teacher" / "result.json").is_file():
-        pretrain(data, root / "teacher")
+    data = readme_split(root, device)
+    readme_teacher(root, data)
     config = DistillConfig(genres=args.genres, methods=tuple(m.strip() for m in args.methods.split(",")))
     if args.epochs is not None:
         config.train = dataclasses.replace(config.train, epochs=args.epochs)
