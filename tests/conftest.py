@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -12,13 +13,28 @@ from data_prep.split import split
 from data_prep.synth import SynthConfig, synth
 
 
-@pytest.fixture
-def one_thread():
+@contextlib.contextmanager
+def _single_thread():
     """Tiny models: one intra-op thread is fastest (and avoids oversubscribing shared CPUs)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread():
+    with _single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """:func:`one_thread` for a whole module (what its module-scoped fixtures train under too)."""
+    with _single_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import json
 import statistics
 
 import pytest
-import torch
 
 from data_prep.config import SplitConfig
 from data_prep.split import split
@@ -27,21 +26,13 @@ from reckd.train.tune import check_grid, load_tuned, tune
 
 GENRES = ("Adventure", "Romance", "Thriller")  # the synthetic split's two sparse genres and its smallest dense one
 GRID = {"train.lr": (1e-3, 3e-2)}  # 2 points, far enough apart to train differently in 2 epochs
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # the fixture in conftest.py (module fixtures train too)
 
 
 def _config(**kwargs) -> DistillConfig:
     config = DistillConfig(**{"genres": ",".join(GENRES), "methods": ("none", "kd"), "seeds": (0,), **kwargs})
     config.train = dataclasses.replace(config.train, epochs=2)
     return config
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_here():
-    """Tiny models: one intra-op thread (2 threads on a busy 2-core machine are ~20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
