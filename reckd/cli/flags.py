@@ -42,3 +42,28 @@ def add_methods(parser: argparse.ArgumentParser, default: str, with_seeds: bool 
         parser.add_argument("--seeds", type=seeds, default=(0, 1, 2), help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--set", action="append", default=[], metavar="METHOD.OPTION=VALUE",
                         help="override a method option, e.g. --set kd.tau=2 (repeatable)")
+
+
+def add_model(parser: argparse.ArgumentParser, who: str) -> None:
+    """The architecture flags of the model a command trains (``who``: the teacher or the students);
+    unset flags keep the library's defaults."""
+    from reckd.models.ranker import ARCHS
+
+    parser.add_argument("--arch", choices=ARCHS, help=f"the {who}' architecture (default: the library's)")
+    parser.add_argument("--embedding-dim", type=int, metavar="D", help=f"the {who}' embedding width")
+    parser.add_argument("--hidden", type=csv_list, metavar="W1,W2,…", help=f"the {who}' MLP widths, lower first")
+    parser.add_argument("--bias", action=argparse.BooleanOptionalAction, help=f"user and item bias terms in the {who}")
+
+
+def model_config(args: argparse.Namespace, base):
+    """``base`` (a RankerConfig) with the model flags that were given; the config checks the sizes."""
+    import dataclasses
+
+    changes = {name: value for name, value in (("arch", args.arch), ("embedding_dim", args.embedding_dim),
+                                                ("bias", args.bias)) if value is not None}
+    if args.hidden is not None:
+        try:
+            changes["hidden"] = tuple(int(w) for w in args.hidden)
+        except ValueError:
+            raise ReckdError(f"--hidden: expected comma-separated integers, found {','.join(args.hidden)!r}") from None
+    return dataclasses.replace(base, **changes)

@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from reckd.cli.flags import add_device, add_methods, csv_list, method_options
+from reckd.cli.flags import add_device, add_methods, add_model, csv_list, method_options, model_config
 from reckd.errors import ReckdError
 
 
@@ -22,6 +22,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from reckd.train.teacher import PretrainConfig, pretrain
 
     config = PretrainConfig(restarts=args.restarts or PretrainConfig().restarts)
+    config.model = model_config(args, config.model)
     config.train = dataclasses.replace(config.train, seed=args.seed,
                                        epochs=config.train.epochs if args.epochs is None else args.epochs)
     data = _load(args.split_dir, args.device)
@@ -38,6 +39,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
     config = DistillConfig(genres=args.genres, methods=args.methods, seeds=args.seeds, augment=args.augment,
                            options=method_options(args.set))
+    config.model = model_config(args, config.model)
     if args.epochs is not None:
         config.train = dataclasses.replace(config.train, epochs=args.epochs)
     config.check()  # before the split is loaded
@@ -72,6 +74,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     config = DistillConfig(genres=args.genres, methods=args.methods, seeds=(args.seed,), augment=args.augment,
                            options=method_options(args.set))
+    config.model = model_config(args, config.model)
     if args.epochs is not None:
         config.train = dataclasses.replace(config.train, epochs=args.epochs)
     grid = check_grid(grid_flags(args.grid) if args.grid else DEFAULT_GRID)
@@ -92,6 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restarts", type=int, default=0,
                    help="starts from seeds SEED, SEED+1, …; the best on validation is kept (default: 2)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
+    add_model(p, "teacher")
     add_device(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -123,6 +127,7 @@ def _student_flags(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--genres", default="all", help="all|dense|sparse|G1,G2,…")
     p.add_argument("--augment", type=int, default=4, help="unrated pairs per rated pair for NAME+aug (default 4)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
+    add_model(p, "students")
     add_device(p)
     p.add_argument("--workers", type=int,
                    help="students trained at once in CPU processes (default: one per core on the CPU, 1 on CUDA)")

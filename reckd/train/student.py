@@ -172,7 +172,7 @@ class StudentRuns:
         clear_run(run_dir)  # an interrupted (or --retrain-changed) run starts over
         method_class, method_config = get(name), self.method_configs[name]
         # exactly what config.json records: one source of truth for the run's model and training options
-        model_config = RankerConfig(**{**config["model"], "hidden": tuple(config["model"]["hidden"])})
+        model_config = RankerConfig(**config["model"])
         train_config = TrainConfig(**config["train"])
         train_rows, val_rows, test_rows = (data.rows(s, run.genre) for s in ("train", "val", "test"))
         torch.manual_seed(run.seed)

@@ -148,10 +148,17 @@ def load_teacher(run_dir: Path, device: torch.device | str = "cpu") -> Ranker:
     if not (run_dir / "result.json").is_file():
         raise ReckdError(f"{run_dir / 'result.json'}: missing; run `reckd pretrain` first")
     config = read_json(run_dir / "config.json")
-    model_config = RankerConfig(**{**config["model"], "hidden": tuple(config["model"]["hidden"])})
+    model_config = RankerConfig(**config["model"])
     model = Ranker(model_config, [tuple(f) for f in config["features"]], config["levels"], device=device)
     state = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=True)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:  # missing, unexpected or mis-shaped tensors: another architecture
+        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise ReckdError(f"{run_dir / 'checkpoint.pt'}: expected the weights of the architecture that "
+                         f"{run_dir / 'config.json'} describes (arch {model_config.arch}, bias {model_config.bias}, "
+                         f"embedding_dim {model_config.embedding_dim}, hidden {list(model_config.hidden)}), found "
+                         f"another: {first}") from None
     model.eval()
     model.requires_grad_(False)
     return model

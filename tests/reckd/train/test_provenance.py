@@ -227,14 +227,20 @@ def test_killed_parent_leaves_no_workers(synth_split, synth_teacher, tmp_path):
 
 def test_cli_end_to_end_and_partial_report(synth_split, tmp_path):
     teacher, students = tmp_path / "teacher", tmp_path / "students"
-    done = _cli("pretrain", str(synth_split), "--out", str(teacher), "--epochs", "2", "--restarts", "1")
+    done = _cli("pretrain", str(synth_split), "--out", str(teacher), "--epochs", "2", "--restarts", "1",
+                "--arch", "dcn", "--no-bias", "--embedding-dim", "24")
     assert done.returncode == 0, done.stderr
     assert "teacher: test RMSE" in done.stdout
     fingerprint = load_split(synth_split).fingerprint
     assert json.loads((teacher / "result.json").read_text())["split_fingerprint"] == fingerprint
+    recorded = json.loads((teacher / "config.json").read_text())["model"]
+    assert (recorded["arch"], recorded["bias"], recorded["embedding_dim"]) == ("dcn", False, 24)
     done = _cli("distill", str(synth_split), "--teacher", str(teacher), "--out", str(students), "--genres", SMALL,
-                "--methods", "none,kd", "--seeds", "0,1", "--epochs", "2", "--quiet")
+                "--methods", "none,kd", "--seeds", "0,1", "--epochs", "2", "--quiet",
+                "--arch", "deepfm", "--hidden", "16,8")
     assert done.returncode == 0, done.stderr
+    recorded = json.loads((students / SMALL / "kd" / "seed0" / "config.json").read_text())["model"]
+    assert (recorded["arch"], recorded["hidden"]) == ("deepfm", [16, 8])
     report = _cli("report", str(students), "--format", "json")
     assert report.returncode == 0, report.stderr
     doc = json.loads(report.stdout)
@@ -252,6 +258,8 @@ def test_cli_end_to_end_and_partial_report(synth_split, tmp_path):
     assert "n=1/2" in partial.stdout
     bad = _cli("distill", str(synth_split), "--teacher", str(teacher), "--out", str(students), "--seeds", "1,1")
     assert bad.returncode == 1 and bad.stderr.startswith("reckd: error: --seeds")
+    bad = _cli("distill", str(synth_split), "--teacher", str(teacher), "--out", str(students), "--hidden", "16,0")
+    assert bad.returncode == 1 and "hidden[1] (--hidden): expected a whole number ≥ 1, found 0" in bad.stderr
 
 
 def test_cli_errors_exit_1_and_bugs_keep_their_traceback(tmp_path, capsys, monkeypatch):
