@@ -21,7 +21,8 @@ def _load(split_dir: str, device: str):
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from reckd.train.teacher import PretrainConfig, pretrain
 
-    config = PretrainConfig(restarts=args.restarts or PretrainConfig().restarts)
+    config = PretrainConfig(restarts=args.restarts or PretrainConfig().restarts,
+                            combine=args.combine or PretrainConfig().combine)
     config.model = model_config(args, config.model)
     config.train = dataclasses.replace(config.train, seed=args.seed,
                                        epochs=config.train.epochs if args.epochs is None else args.epochs)
@@ -29,8 +30,10 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     summary = pretrain(data, Path(args.out), config,
                        on_epoch=lambda r: print(f"epoch {r['epoch']:3d}  val RMSE {r['val_rmse']:.4f}",
                                                 file=sys.stderr, flush=True))
-    print(f"teacher: test RMSE {summary['test_rmse']:.4f} on {summary['test_ratings']} ratings "
-          f"(restart {summary['restart']} of {config.restarts}, best validation epoch {summary['best_epoch']}, "
+    kept = (f"mean of {config.restarts} restarts, best validation epochs {summary['best_epoch']}"
+            if config.combine == "mean" else
+            f"restart {summary['restart']} of {config.restarts}, best validation epoch {summary['best_epoch']}")
+    print(f"teacher: test RMSE {summary['test_rmse']:.4f} on {summary['test_ratings']} ratings ({kept}, "
           f"val RMSE {summary['val_rmse']:.4f}, {summary['parameters']:,} parameters) -> {args.out}")
 
 
@@ -93,7 +96,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder for the teacher (new, empty, or an earlier teacher's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--restarts", type=int, default=0,
-                   help="starts from seeds SEED, SEED+1, …; the best on validation is kept (default: 2)")
+                   help="starts from seeds SEED, SEED+1, …, combined by --combine (default: the config's)")
+    p.add_argument("--combine", choices=("best", "mean"),
+                   help="keep the start best on validation, or all of them as one ensemble predicting their mean "
+                        "(default: the config's)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
     add_model(p, "teacher")
     add_device(p)

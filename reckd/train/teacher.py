@@ -7,6 +7,7 @@ import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -16,6 +17,7 @@ from reckd import __version__
 from reckd.data.split import SplitData
 from reckd.errors import ReckdError
 from reckd.losses import Dims, HeadSpec, Outputs, get, make_config
+from reckd.models.ensemble import Ensemble
 from reckd.models.ranker import Ranker, RankerConfig, count_parameters
 from reckd.train.io import read_json, write_json, write_torch
 from reckd.train.loop import TrainConfig, fit, pair_scorer, predict_rows, rmse
@@ -25,17 +27,21 @@ from reckd.train.ranking import ranking_metrics
 @dataclass
 class PretrainConfig:
     """The teacher's architecture and optimisation (chosen on validation RMSE only).
-    ``restarts``: train this many times from seeds ``seed, seed+1, …`` and keep the run with the best
-    validation RMSE (ML-100K's validation set is small, so one start is noisy)."""
+    ``restarts``: train this many times from seeds ``seed, seed+1, …``; ``combine``: keep the start
+    with the best validation RMSE (``best``) or all of them as one :class:`Ensemble` predicting their
+    mean (``mean``)."""
 
     model: RankerConfig = field(default_factory=RankerConfig.teacher)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=60, batch_size=1024, lr=1e-3, weight_decay=1e-5, patience=10, seed=0))
     restarts: int = 2
+    combine: Literal["best", "mean"] = "best"
 
     def __post_init__(self) -> None:
         if self.restarts < 1:
             raise ReckdError(f"--restarts: expected at least 1, found {self.restarts}")
+        if self.combine not in ("best", "mean"):
+            raise ReckdError(f"--combine: expected 'best' or 'mean', found {self.combine!r}")
 
 
 def ranker_features(data: SplitData) -> list[tuple[str, int]]:
@@ -58,11 +64,12 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, on_epoch) -> d
     (out / "result.json").unlink(missing_ok=True)  # the folder is a finished teacher only once result.json is back
     write_json(out / "config.json", {"model": dataclasses.asdict(config.model),
                                      "train": dataclasses.asdict(config.train), "restarts": config.restarts,
+                                     "combine": config.combine,
                                      "split": str(data.path), "split_fingerprint": fingerprint,
                                      "features": ranker_features(data), "levels": list(data.levels),
                                      "reckd_version": __version__})
     head = HeadSpec("rating", data.levels)
-    best = None
+    starts = []
     for restart in range(config.restarts):
         train = dataclasses.replace(config.train, seed=config.train.seed + restart)
         run_dir = out / f"restart{restart}"
@@ -73,25 +80,31 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, on_epoch) -> d
         none = get("none")(make_config("none"), Dims(*model.dims), Dims(*model.dims), head)
         result = fit(model, none, data, data.rows("train", teacher_only=True), data.rows("val", teacher_only=True),
                      train, run_dir=run_dir, on_epoch=on_epoch)
-        if best is None or result.best_val_rmse < best[1].best_val_rmse:
-            best = (restart, result, model)
-    restart, result, model = best
-    test_rows = data.rows("test", teacher_only=True)
+        starts.append((result, model))
+    val_rows, test_rows = data.rows("val", teacher_only=True), data.rows("test", teacher_only=True)
+    if config.combine == "mean":
+        model = Ensemble([m for _, m in starts])
+        restart, val = None, rmse(predict_rows(model, None, data, val_rows), data.rating[val_rows])
+    else:
+        restart = min(range(len(starts)), key=lambda k: starts[k][0].best_val_rmse)
+        model, val = starts[restart][1], starts[restart][0].best_val_rmse
+    epochs = [r.best_epoch for r, _ in starts] if restart is None else starts[restart][0].best_epoch
     summary = {
         "restart": restart,
+        "combine": config.combine,
         "split_fingerprint": fingerprint,
-        "seed": config.train.seed + restart,
-        "best_epoch": result.best_epoch,
-        "val_rmse": result.best_val_rmse,
+        "seed": config.train.seed + (restart or 0),
+        "best_epoch": epochs,
+        "val_rmse": val,
+        "restart_val_rmse": [r.best_val_rmse for r, _ in starts],
         "test_rmse": rmse(predict_rows(model, None, data, test_rows), data.rating[test_rows]),
         "test_ratings": int(test_rows.numel()),
-        "epochs_run": result.epochs_run,
-        "seconds": result.seconds,
+        "epochs_run": sum(r.epochs_run for r, _ in starts) if restart is None else starts[restart][0].epochs_run,
+        "seconds": sum(r.seconds for r, _ in starts),
         "parameters": count_parameters(model),
         "genres": genre_rmse(model, data),
     }
-    write_torch(out / "checkpoint.pt", {"model": result.state["model"], "epoch": result.best_epoch,
-                                        "val_rmse": result.best_val_rmse})
+    write_torch(out / "checkpoint.pt", {"model": model.state_dict(), "epoch": epochs, "val_rmse": val})
     write_json(out / "result.json", summary)
     return summary
 
@@ -142,14 +155,23 @@ def teacher_ref(teacher_dir: Path, data: SplitData | None = None) -> TeacherRef:
     return TeacherRef(teacher_dir, digest, recorded, read_json(teacher_dir / "result.json", "the teacher's result"))
 
 
-def load_teacher(run_dir: Path, device: torch.device | str = "cpu") -> Ranker:
+def teacher_model(model_config: RankerConfig, config: dict, device: torch.device | str) -> Ranker | Ensemble:
+    """An untrained teacher of the shape that a teacher's ``config.json`` describes (one ranker, or an
+    ensemble of ``restarts`` rankers), to load its checkpoint into."""
+    features, levels = [tuple(f) for f in config["features"]], config["levels"]
+    if config.get("combine", "best") == "mean":
+        return Ensemble([Ranker(model_config, features, levels, device=device) for _ in range(config["restarts"])])
+    return Ranker(model_config, features, levels, device=device)
+
+
+def load_teacher(run_dir: Path, device: torch.device | str = "cpu") -> Ranker | Ensemble:
     """The best-epoch teacher, frozen: eval mode, ``requires_grad=False`` everywhere."""
     run_dir = Path(run_dir)
     if not (run_dir / "result.json").is_file():
         raise ReckdError(f"{run_dir / 'result.json'}: missing; run `reckd pretrain` first")
     config = read_json(run_dir / "config.json")
     model_config = RankerConfig(**config["model"])
-    model = Ranker(model_config, [tuple(f) for f in config["features"]], config["levels"], device=device)
+    model = teacher_model(model_config, config, device)
     state = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=True)
     try:
         model.load_state_dict(state["model"])
@@ -157,7 +179,8 @@ def load_teacher(run_dir: Path, device: torch.device | str = "cpu") -> Ranker:
         first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
         raise ReckdError(f"{run_dir / 'checkpoint.pt'}: expected the weights of the architecture that "
                          f"{run_dir / 'config.json'} describes (arch {model_config.arch}, bias {model_config.bias}, "
-                         f"embedding_dim {model_config.embedding_dim}, hidden {list(model_config.hidden)}), found "
+                         f"embedding_dim {model_config.embedding_dim}, hidden {list(model_config.hidden)}, "
+                         f"combine {config.get('combine', 'best')} of {config['restarts']} restarts), found "
                          f"another: {first}") from None
     model.eval()
     model.requires_grad_(False)

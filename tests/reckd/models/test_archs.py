@@ -15,9 +15,10 @@ import torch
 
 from reckd.errors import OptionError, ReckdError
 from reckd.losses import Dims, HeadSpec, get, make_config, names
+from reckd.models.ensemble import Ensemble
 from reckd.models.ranker import ARCHS, Ranker, RankerConfig, count_parameters
 from reckd.train.distill import DistillConfig, distill
-from reckd.train.loop import TeacherView, TrainConfig, fit
+from reckd.train.loop import TeacherView, TrainConfig, fit, predict_rows, rmse
 from reckd.train.teacher import PretrainConfig, load_teacher, pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -142,3 +143,51 @@ def test_checkpoint_reloads_into_its_architecture_only(synth_data, tmp_path):
         (tmp_path / "config.json").write_text(json.dumps({**recorded, "model": {**recorded["model"], **change}}))
         with pytest.raises(ReckdError, match=r"checkpoint.pt: expected the weights of the architecture"):
             load_teacher(tmp_path)
+
+
+def test_ensemble_is_the_mean_of_its_members_and_staged(synth_data):
+    torch.manual_seed(0)
+    features = _features(synth_data)
+    members = [Ranker(RankerConfig(arch=arch, bias=True), features, synth_data.levels).eval()
+               for arch in ("mlp", "dcn", "deepfm")]
+    with torch.no_grad():  # members that differ in their heads too
+        for k, m in enumerate(members):
+            m.head_layer.bias.add_(0.1 * k)
+    ensemble = Ensemble(members).eval()
+    kjt = synth_data.batch_rows(torch.arange(48)).sparse_features
+    out = ensemble(kjt)
+    mean = torch.stack([m(kjt).prediction for m in members]).mean(0)
+    torch.testing.assert_close(out.prediction, mean)
+    torch.testing.assert_close(ensemble.head(ensemble.upper(ensemble.lower(kjt))), out.prediction, rtol=0, atol=0)
+    assert ensemble.dims == Dims(3 * 65, 3 * 33) and out.upper.shape == (48, 99)
+    assert ensemble.head_spec == members[0].head_spec
+    with pytest.raises(ValueError, match="share the head"):
+        Ensemble([members[0], Ranker(RankerConfig(head="levels"), features, synth_data.levels)])
+
+
+def test_ensemble_teacher_pretrains_reloads_and_serves_every_method(synth_data, tmp_path):
+    config = PretrainConfig(model=RankerConfig(bias=True, embedding_dim=8, hidden=(16, 8)), restarts=2, combine="mean")
+    config.train = dataclasses.replace(config.train, epochs=2, batch_size=1024)
+    summary = pretrain(synth_data, tmp_path, config)
+    teacher = load_teacher(tmp_path)
+    assert isinstance(teacher, Ensemble) and len(teacher.members) == 2
+    assert summary["restart"] is None and len(summary["best_epoch"]) == 2
+    rows = synth_data.rows("test")
+    assert rmse(predict_rows(teacher, None, synth_data, rows), synth_data.rating[rows]) == pytest.approx(
+        summary["test_rmse"], abs=1e-6)
+    # a teacher folder recorded as one ranker does not load as an ensemble, and the reverse
+    recorded = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**recorded, "combine": "best"}))
+    with pytest.raises(ReckdError, match="combine best of 2 restarts"):
+        load_teacher(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    features, head = _features(synth_data), HeadSpec("rating", synth_data.levels)
+    for name in names():
+        cfg = make_config(name)
+        student = Ranker(RankerConfig(head="levels" if get(name).head_for(cfg) == "levels" else "scalar"), features,
+                         synth_data.levels)
+        method = get(name)(cfg, Dims(*student.dims), Dims(*teacher.dims), head)
+        view = TeacherView(teacher, head=teacher.head_layer) if method.needs_teacher else None
+        result = fit(student, method, synth_data, synth_data.rows("train")[:128], synth_data.rows("val")[:64],
+                     TrainConfig(epochs=1, batch_size=64), view)
+        assert 0 < result.best_val_rmse < 5, name
