@@ -32,7 +32,7 @@ demo: $(BIN)/.stack
 	$(BIN)/data_prep prepare ml-100k --data-dir $(DATA_DIR)
 	$(BIN)/data_prep split ml-100k --data-dir $(DATA_DIR) --scheme random --seed 0 --out $(RUN_DIR)/split
 	$(BIN)/data_prep info $(RUN_DIR)/split
-	test -f $(RUN_DIR)/teacher/result.json || $(BIN)/reckd pretrain $(RUN_DIR)/split --out $(RUN_DIR)/teacher
+	$(BIN)/reckd pretrain $(RUN_DIR)/split --out $(RUN_DIR)/teacher
 	$(BIN)/reckd distill $(RUN_DIR)/split --teacher $(RUN_DIR)/teacher --genres all --methods $(METHODS) --seeds $(SEEDS) --out $(RUN_DIR)/students
 	$(BIN)/reckd report $(RUN_DIR)/students
 

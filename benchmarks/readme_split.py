@@ -1,7 +1,8 @@
 """The README's ML-100K split and teacher, made where missing: shared by the benchmark scripts.
 
 Split: random 80/10/10, seed 0 (`data_prep fetch` — GroupLens, else the PyPI mirror — then prepare and
-split). Teacher: `reckd pretrain` with its defaults. Existing folders are reused as they are.
+split). Teacher: `reckd pretrain` with its defaults; a finished teacher of the same options is reused, one
+of other options is refused (`pretrain` names the keys).
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ def readme_split(root: Path, device: torch.device | str = "cpu") -> SplitData:
 
 
 def readme_teacher(root: Path, data: SplitData) -> Path:
-    """``ROOT/teacher``, pre-trained first if it holds no finished teacher."""
+    """``ROOT/teacher``, pre-trained first unless it holds a finished teacher of the default options."""
     from reckd.train.teacher import pretrain
 
-    if not (root / "teacher" / "result.json").is_file():
-        pretrain(data, root / "teacher")
+    pretrain(data, root / "teacher")
     return root / "teacher"

@@ -29,7 +29,9 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     data = _load(args.split_dir, args.device)
     summary = pretrain(data, Path(args.out), config,
                        on_epoch=lambda r: print(f"epoch {r['epoch']:3d}  val RMSE {r['val_rmse']:.4f}",
-                                                file=sys.stderr, flush=True))
+                                                file=sys.stderr, flush=True), retrain_changed=args.retrain_changed)
+    if summary.get("reused"):
+        print(f"reckd pretrain: {args.out} holds a finished teacher with these options; reusing it", file=sys.stderr)
     kept = (f"mean of {config.restarts} restarts, best validation epochs {summary['best_epoch']}"
             if config.combine == "mean" else
             f"restart {summary['restart']} of {config.restarts}, best validation epoch {summary['best_epoch']}")
@@ -103,6 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
     add_model(p, "teacher")
     add_device(p)
+    p.add_argument("--retrain-changed", action="store_true",
+                   help="train again when OUT holds a teacher made with other options (default: refuse)")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("distill", help="train genre students, with and without distillation")

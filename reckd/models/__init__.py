@@ -7,8 +7,9 @@
 """
 
 from reckd.models.contract import Dims, HeadSpec, Outputs
+from reckd.models.ensemble import Ensemble
 from reckd.models.image import ClassSubset, ImageClassifier, ImageConfig, TaskView
-from reckd.models.ranker import Ranker, RankerConfig, count_parameters
+from reckd.models.ranker import ARCHS, Ranker, RankerConfig, count_parameters
 
-__all__ = ["ClassSubset", "Dims", "HeadSpec", "ImageClassifier", "ImageConfig", "Outputs", "Ranker", "RankerConfig",
-           "TaskView", "count_parameters"]
+__all__ = ["ARCHS", "ClassSubset", "Dims", "Ensemble", "HeadSpec", "ImageClassifier", "ImageConfig", "Outputs",
+           "Ranker", "RankerConfig", "TaskView", "count_parameters"]

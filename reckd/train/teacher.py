@@ -21,6 +21,7 @@ from reckd.models.ensemble import Ensemble
 from reckd.models.ranker import Ranker, RankerConfig, count_parameters
 from reckd.train.io import read_json, write_json, write_torch
 from reckd.train.loop import TrainConfig, fit, pair_scorer, predict_rows, rmse
+from reckd.train.plan import differences, normal
 from reckd.train.ranking import ranking_metrics
 
 
@@ -49,25 +50,41 @@ def ranker_features(data: SplitData) -> list[tuple[str, int]]:
 
 
 def pretrain(data: SplitData, out: Path, config: PretrainConfig | None = None,
-             on_epoch=None) -> dict:
+             on_epoch=None, retrain_changed: bool = False) -> dict:
     """Train the teacher on the training ratings of every genre except the holdout genres; early
     stopping on the validation ratings of the same genres. Writes ``out/``: ``config.json``,
     ``restart<k>/metrics.jsonl`` and ``restart<k>/checkpoint.pt`` per start, ``checkpoint.pt`` (the
-    best start's best epoch) and ``result.json`` (overall and per-genre RMSE)."""
+    teacher: the best start's best epoch, or the ensemble) and ``result.json`` (overall and per-genre
+    RMSE). A folder holding a finished teacher of the same configuration is reused as it is (its
+    result returned, ``reused: True``); one of another configuration is an error naming the keys that
+    differ, unless ``retrain_changed``."""
     config = config or PretrainConfig()
     with claim(out, "reckd pretrain") as out:
-        return _pretrain(data, out, config, on_epoch)
+        requested = normal(_recorded_config(data, config))
+        if (out / "result.json").is_file() and (out / "config.json").is_file():
+            recorded = read_json(out / "config.json", "the teacher's config")
+            recorded = {**recorded, "split": requested["split"]}  # the split is known by its fingerprint, not path
+            if recorded == requested:
+                return {**read_json(out / "result.json", "the teacher's result"), "reused": True}
+            if not retrain_changed:
+                raise ReckdError(f"{out}: holds a teacher made with other options than requested: "
+                                 f"{'; '.join(differences(recorded, requested))}; use a new --out, or "
+                                 f"--retrain-changed to train this one again")
+        return _pretrain(data, out, config, requested, on_epoch)
 
 
-def _pretrain(data: SplitData, out: Path, config: PretrainConfig, on_epoch) -> dict:
+def _recorded_config(data: SplitData, config: PretrainConfig) -> dict:
+    """What ``config.json`` records: the teacher's whole configuration and the split it learns."""
+    return {"model": dataclasses.asdict(config.model), "train": dataclasses.asdict(config.train),
+            "restarts": config.restarts, "combine": config.combine, "split": str(data.path),
+            "split_fingerprint": data.fingerprint, "features": ranker_features(data), "levels": list(data.levels),
+            "reckd_version": __version__}
+
+
+def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict, on_epoch) -> dict:
     fingerprint = data.fingerprint
     (out / "result.json").unlink(missing_ok=True)  # the folder is a finished teacher only once result.json is back
-    write_json(out / "config.json", {"model": dataclasses.asdict(config.model),
-                                     "train": dataclasses.asdict(config.train), "restarts": config.restarts,
-                                     "combine": config.combine,
-                                     "split": str(data.path), "split_fingerprint": fingerprint,
-                                     "features": ranker_features(data), "levels": list(data.levels),
-                                     "reckd_version": __version__})
+    write_json(out / "config.json", recorded)
     head = HeadSpec("rating", data.levels)
     starts = []
     for restart in range(config.restarts):

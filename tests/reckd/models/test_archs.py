@@ -191,3 +191,19 @@ def test_ensemble_teacher_pretrains_reloads_and_serves_every_method(synth_data, 
         result = fit(student, method, synth_data, synth_data.rows("train")[:128], synth_data.rows("val")[:64],
                      TrainConfig(epochs=1, batch_size=64), view)
         assert 0 < result.best_val_rmse < 5, name
+
+
+def test_pretrain_reuses_the_same_teacher_and_refuses_other_options(synth_data, tmp_path):
+    config = PretrainConfig(model=RankerConfig(bias=True, embedding_dim=8, hidden=(16, 8)), restarts=1)
+    config.train = dataclasses.replace(config.train, epochs=1, batch_size=1024)
+    first = pretrain(synth_data, tmp_path, config)
+    checkpoint = (tmp_path / "checkpoint.pt").read_bytes()
+    again = pretrain(synth_data, tmp_path, config)
+    assert again.pop("reused") is True and again == json.loads((tmp_path / "result.json").read_text())
+    assert again["test_rmse"] == first["test_rmse"] and (tmp_path / "checkpoint.pt").read_bytes() == checkpoint
+    other = dataclasses.replace(config, model=dataclasses.replace(config.model, arch="dcn"))
+    with pytest.raises(ReckdError, match=r"other options than requested: model.arch \(recorded 'mlp', requested 'dcn'\)"):
+        pretrain(synth_data, tmp_path, other)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == checkpoint  # nothing lost
+    retrained = pretrain(synth_data, tmp_path, other, retrain_changed=True)
+    assert "reused" not in retrained and load_teacher(tmp_path).config.arch == "dcn"
