@@ -1,7 +1,8 @@
 """Student training throughput with cached teacher outputs, against a plain-PyTorch reference.
 
-Both loops train the same student (embedding 16, MLP 64-32, the same sparse features) with ``kd``
-on the same training ratings at the same batch size, in this process, one after the other:
+Both loops train the same student (``RankerConfig.student()``'s sizes: embeddings, MLP and user/item
+bias terms, the same sparse features) with ``kd`` on the same training ratings at the same batch size,
+in this process, one after the other:
 
 - reckd: ``reckd.train.loop.fit`` — torchrec ``EmbeddingBagCollection`` over a ``KeyedJaggedTensor``
   built per batch, the ``kd`` loss object reading the teacher-output cache, validation each epoch.
@@ -35,11 +36,14 @@ from reckd.train.teacher import cached_teacher_outputs, load_teacher, ranker_fea
 
 
 class Reference(nn.Module):
-    """The student written directly in PyTorch: one EmbeddingBag (mean) per feature."""
+    """The student written directly in PyTorch: one EmbeddingBag (mean) per feature, user and item
+    biases (``nn.Embedding`` of width 1) added to the MLP's output."""
 
     def __init__(self, features, dim: int, hidden: tuple[int, ...]) -> None:
         super().__init__()
         self.tables = nn.ModuleList(nn.EmbeddingBag(card, dim, mode="mean") for _, card in features)
+        cards = dict(features)
+        self.user_bias, self.item_bias = nn.Embedding(cards["user"], 1), nn.Embedding(cards["item"], 1)
         sizes = [dim * (len(features) + 1), *hidden]
         layers = []
         for a, b in zip(sizes[:-1], sizes[1:]):
@@ -56,7 +60,8 @@ class Reference(nn.Module):
                 pooled.append(table(single[k].unsqueeze(1)))
                 k += 1
         x = torch.cat(pooled + [pooled[0] * pooled[1]], dim=1)
-        return self.mlp(x).squeeze(1)
+        user, item = single[0], single[1]  # the first two features are user and item
+        return (self.mlp(x) + self.user_bias(user) + self.item_bias(item)).squeeze(1)
 
 
 def reckd_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epochs: int) -> float:
@@ -77,7 +82,8 @@ def reference_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epoc
     teacher_rating = cached_teacher_outputs(teacher, data, teacher_ref(teacher_dir, data)).prediction
     features = ranker_features(data)
     torch.manual_seed(0)
-    model = Reference(features, 16, (64, 32))
+    student = RankerConfig.student()
+    model = Reference(features, student.embedding_dim, student.hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     names = [name for name, _ in features]
     bag_index = names.index("genre")

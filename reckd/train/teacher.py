@@ -35,8 +35,8 @@ class PretrainConfig:
     model: RankerConfig = field(default_factory=RankerConfig.teacher)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=60, batch_size=1024, lr=1e-3, weight_decay=1e-5, patience=10, seed=0))
-    restarts: int = 2
-    combine: Literal["best", "mean"] = "best"
+    restarts: int = 5
+    combine: Literal["best", "mean"] = "mean"
 
     def __post_init__(self) -> None:
         if self.restarts < 1:

@@ -38,8 +38,8 @@ def test_staged_forward_equals_plain_forward(synth_data):
 def test_teacher_and_student_sizes(synth_data):
     teacher = Ranker(RankerConfig.teacher(), _features(synth_data), synth_data.levels)
     student = Ranker(RankerConfig.student(), _features(synth_data), synth_data.levels)
-    assert teacher.dims == Dims(256, 64) and student.dims == Dims(lower=64, upper=32)
-    assert Dims(*student.dims) == student.dims and student.dims.upper == 32  # a tuple, as distill unpacks it
+    assert teacher.dims == Dims(257, 65) and student.dims == Dims(lower=33, upper=17)  # + the bias channel
+    assert Dims(*student.dims) == student.dims and student.dims.upper == 17  # a tuple, as distill unpacks it
     assert student.head_spec == HeadSpec("rating", (1.0, 2.0, 3.0, 4.0, 5.0)) == teacher.head_spec
     assert count_parameters(student) * 10 < count_parameters(teacher)
     # a scalar head starts at the middle of the scale

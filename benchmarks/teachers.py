@@ -1,0 +1,52 @@
+"""The README's teacher-architecture table: each architecture pre-trained once (one start, the
+teacher's sizes and training options, ``--bias`` on), beside the default teacher (the ensemble that
+`reckd pretrain` makes) — parameters, validation RMSE (what chose the default), test RMSE overall and
+macro-averaged over dense and sparse genres, best epoch and training time.
+
+    python benchmarks/teachers.py [--root runs/ml-100k] [--archs mlp,dlrm,dcn,deepfm]
+
+Each architecture trains into ``ROOT/teachers/<arch>/`` (a finished one of the same options is reused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+from pathlib import Path
+
+from reckd.models.ranker import ARCHS, RankerConfig
+from reckd.train.teacher import PretrainConfig, pretrain
+
+from readme_split import readme_split
+
+
+def macro(result: dict, classes: dict[str, str], kind: str) -> float:
+    return statistics.fmean(g["test_rmse"] for name, g in result["genres"].items() if classes[name] == kind)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="runs/ml-100k", help="folder for split/, teacher/ and teachers/")
+    parser.add_argument("--archs", default=",".join(ARCHS))
+    args = parser.parse_args()
+    root = Path(args.root)
+    data = readme_split(root)
+    classes = {g: info["class"] for g, info in data.manifest["genres"].items()}
+    rows = []
+    for arch in args.archs.split(","):
+        config = PretrainConfig(model=dataclasses.replace(RankerConfig.teacher(), arch=arch), restarts=1, combine="best")
+        rows.append((f"`{arch}` + bias, one start", pretrain(data, root / "teachers" / arch, config)))
+    default = PretrainConfig()
+    rows.append((f"default: `{default.model.arch}` + bias, mean of {default.restarts} starts",
+                 pretrain(data, root / "teacher", default)))
+    print("| teacher | parameters | val RMSE | test RMSE | dense macro | sparse macro | best epoch | train time |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows:
+        epoch = r["best_epoch"] if isinstance(r["best_epoch"], int) else "/".join(map(str, r["best_epoch"]))
+        print(f"| {name} | {r['parameters']:,} | {r['val_rmse']:.4f} | {r['test_rmse']:.4f} | "
+              f"{macro(r, classes, 'dense'):.4f} | {macro(r, classes, 'sparse'):.4f} | {epoch} | {r['seconds']:.0f} s |")
+
+
+if __name__ == "__main__":
+    main()
