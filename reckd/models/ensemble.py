@@ -24,11 +24,11 @@ import torch
 from torch import Tensor, nn
 from torchrec import KeyedJaggedTensor
 
-from reckd.models.contract import Dims, HeadSpec, Outputs
-from reckd.models.ranker import Ranker
+from reckd.models.contract import Dims, HeadSpec
+from reckd.models.ranker import Ranker, RatingHead
 
 
-class Ensemble(nn.Module):
+class Ensemble(RatingHead):
     """The mean of ``members`` (rankers with one head kind and one rating scale), staged.
     ``head_layer`` is built from the members' heads when the ensemble is made, so make it from
     trained members (or load an ensemble's state dict into one made from untrained ones)."""
@@ -65,15 +65,3 @@ class Ensemble(nn.Module):
 
     def upper(self, s_l: Tensor) -> Tensor:
         return torch.cat([m.upper(part) for m, part in zip(self.members, s_l.split(self._lower, dim=1))], dim=1)
-
-    def head(self, s_h: Tensor) -> Tensor:
-        out = self.head_layer(s_h)
-        return out if self.config.head == "levels" else out.squeeze(1)
-
-    def forward(self, kjt: KeyedJaggedTensor) -> Outputs:
-        s_l = self.lower(kjt)
-        s_h = self.upper(s_l)
-        out = self.head(s_h)
-        if self.config.head == "levels":
-            return Outputs(torch.softmax(out, dim=1) @ self.levels, s_l, s_h, out)
-        return Outputs(out, s_l, s_h, None)

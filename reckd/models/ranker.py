@@ -101,7 +101,25 @@ def _block(sizes: Sequence[int], dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class Ranker(nn.Module):
+class RatingHead(nn.Module):
+    """What every staged rating model shares: ``head`` (``head_layer`` on s_h; a rating, or logits over
+    the levels) and ``forward`` (lower → upper → head → ``Outputs``). Subclasses set ``config.head``,
+    ``head_layer`` and the ``levels`` buffer, and define ``lower`` and ``upper``."""
+
+    def head(self, s_h: Tensor) -> Tensor:
+        out = self.head_layer(s_h)
+        return out if self.config.head == "levels" else out.squeeze(1)
+
+    def forward(self, kjt: KeyedJaggedTensor) -> Outputs:
+        s_l = self.lower(kjt)
+        s_h = self.upper(s_l)
+        out = self.head(s_h)
+        if self.config.head == "levels":
+            return Outputs(torch.softmax(out, dim=1) @ self.levels, s_l, s_h, out)
+        return Outputs(out, s_l, s_h, None)
+
+
+class Ranker(RatingHead):
     """A staged rating model over the sparse features ``features`` (name, cardinality) pairs.
 
     ``lower(kjt) -> s_l``, ``upper(s_l) -> s_h``, ``head(s_h) -> rating [B]`` (scalar head) or
@@ -198,18 +216,6 @@ class Ranker(nn.Module):
         if not self.config.wide:
             return self.upper_block(s_l)
         return torch.cat([self.upper_block(s_l[:, :-1]), s_l[:, -1:]], dim=1)
-
-    def head(self, s_h: Tensor) -> Tensor:
-        out = self.head_layer(s_h)
-        return out if self.config.head == "levels" else out.squeeze(1)
-
-    def forward(self, kjt: KeyedJaggedTensor) -> Outputs:
-        s_l = self.lower(kjt)
-        s_h = self.upper(s_l)
-        out = self.head(s_h)
-        if self.config.head == "levels":
-            return Outputs(torch.softmax(out, dim=1) @ self.levels, s_l, s_h, out)
-        return Outputs(out, s_l, s_h, None)
 
 
 def count_parameters(model: nn.Module) -> int:
