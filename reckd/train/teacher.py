@@ -30,7 +30,7 @@ class PretrainConfig:
     """The teacher's architecture and optimisation (chosen on validation RMSE only).
     ``restarts``: train this many times from seeds ``seed, seed+1, …``; ``combine``: keep the start
     with the best validation RMSE (``best``) or all of them as one :class:`Ensemble` predicting their
-    mean (``mean``)."""
+    mean (``mean``; with one start, that start)."""
 
     model: RankerConfig = field(default_factory=RankerConfig.teacher)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
@@ -99,7 +99,7 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
                      train, run_dir=run_dir, on_epoch=on_epoch)
         starts.append((result, model))
     val_rows, test_rows = data.rows("val", teacher_only=True), data.rows("test", teacher_only=True)
-    if config.combine == "mean":
+    if config.combine == "mean" and len(starts) > 1:  # the mean of one start is that start
         model = Ensemble([m for _, m in starts])
         restart, val = None, rmse(predict_rows(model, None, data, val_rows), data.rating[val_rows])
     else:
@@ -176,7 +176,7 @@ def teacher_model(model_config: RankerConfig, config: dict, device: torch.device
     """An untrained teacher of the shape that a teacher's ``config.json`` describes (one ranker, or an
     ensemble of ``restarts`` rankers), to load its checkpoint into."""
     features, levels = [tuple(f) for f in config["features"]], config["levels"]
-    if config.get("combine", "best") == "mean":
+    if config.get("combine", "best") == "mean" and config["restarts"] > 1:
         return Ensemble([Ranker(model_config, features, levels, device=device) for _ in range(config["restarts"])])
     return Ranker(model_config, features, levels, device=device)
 
