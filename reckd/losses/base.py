@@ -41,6 +41,8 @@ class Method(nn.Module):
     - ``needs_teacher``: False only for ``none``.
     - ``needs_live_teacher``: True if the teacher's ``upper``/``head`` must run at every step on
       student-made tensors (Talking Models); otherwise cached teacher outputs suffice.
+    - ``reads_teacher_states``: True if the method reads the teacher's higher state t_h
+      (``teacher.outputs.upper``, or in ``prepare``); the teacher-output cache then keeps t_h.
     - ``student_head``: ``"levels"`` if the method needs the student to have a rating-distribution
       head on rating tasks (logits over levels); ``"any"`` otherwise.
     """
@@ -49,6 +51,7 @@ class Method(nn.Module):
     Config: ClassVar[type] = object
     needs_teacher: ClassVar[bool] = True
     needs_live_teacher: ClassVar[bool] = False
+    reads_teacher_states: ClassVar[bool] = False
     student_head: ClassVar[Literal["any", "levels"]] = "any"
 
     def __init__(self, config, student: Dims, teacher: Dims, head: HeadSpec) -> None:

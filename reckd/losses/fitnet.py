@@ -34,6 +34,7 @@ class FitNet(Method):
     """``L = w_task · L_task + w_hint · MSE(r(s_h), t_h)``."""
 
     name = "fitnet"
+    reads_teacher_states = True
     Config = FitNetConfig
 
     def __init__(self, config: FitNetConfig, student: Dims, teacher: Dims, head: HeadSpec) -> None:

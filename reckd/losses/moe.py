@@ -67,6 +67,7 @@ class MoEConfig:
 class MoEKD(Method):
     name = "moe"
     Config = MoEConfig
+    reads_teacher_states = True
 
     def __init__(self, config: MoEConfig, student: Dims, teacher: Dims, head: HeadSpec) -> None:
         super().__init__(config, student, teacher, head)

@@ -26,12 +26,13 @@ class Outputs:
     logits: Tensor | None = None
 
     def index(self, rows: Tensor) -> "Outputs":
-        """The rows ``rows`` of every tensor (used to slice a cached teacher)."""
+        """The rows ``rows`` of every tensor (used to slice a cached teacher), as float32: a cache may
+        hold its states in half precision."""
         return Outputs(
-            self.prediction[rows],
-            self.lower[rows],
-            self.upper[rows],
-            None if self.logits is None else self.logits[rows],
+            self.prediction[rows].float(),
+            self.lower[rows].float(),
+            self.upper[rows].float(),
+            None if self.logits is None else self.logits[rows].float(),
         )
 
     def to(self, device: torch.device | str) -> "Outputs":

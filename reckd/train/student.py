@@ -142,7 +142,8 @@ class StudentRuns:
     @property
     def cache(self):
         if self._cache is None:
-            self._cache = cached_teacher_outputs(self.teacher, self.data, self.ref)
+            states = any(get(name).reads_teacher_states for name in self.method_configs)
+            self._cache = cached_teacher_outputs(self.teacher, self.data, self.ref, states=states)
         return self._cache
 
     def augmentation(self, genre: str) -> Augmentation:

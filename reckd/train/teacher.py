@@ -217,23 +217,35 @@ def teacher_outputs(teacher: Ranker, data: SplitData, users: Tensor, items: Tens
     return Outputs(prediction, t_l, t_h, None)
 
 
-def cached_teacher_outputs(teacher: Ranker, data: SplitData, ref: TeacherRef) -> Outputs:
+def cached_teacher_outputs(teacher: Ranker | Ensemble, data: SplitData, ref: TeacherRef,
+                           states: bool = True) -> Outputs:
     """Teacher outputs on every rating row of the split, computed once and stored as
-    ``TEACHER/cache.pt``, keyed by the checkpoint's content and the split's fingerprint. A cache made
-    from another checkpoint or split, or one that cannot be read, is rebuilt (with a message)."""
+    ``TEACHER/cache.pt``, keyed by the checkpoint's content and the split's fingerprint: the prediction
+    (float32) always, the higher state t_h only with ``states`` (for the methods that read it), in
+    float16 — it is read as float32 by :meth:`Outputs.index`, and the rounding (relative error ≤ 2⁻¹¹ per
+    value) is far below the spread between seeds. A cache without t_h serves requests without
+    ``states``; one made from another checkpoint or split, one lacking t_h when it is asked for, or one
+    that cannot be read is rebuilt (with a message)."""
     path = ref.path / "cache.pt"
-    key = {"format": 2, "teacher_sha256": ref.sha256, "split_fingerprint": data.fingerprint,
+    key = {"format": 3, "teacher_sha256": ref.sha256, "split_fingerprint": data.fingerprint,
            "rows": int(data.rating.numel())}
     if path.is_file():
         try:
             cached = torch.load(path, map_location=data.rating.device, weights_only=True)
-            if cached["key"] == key:
-                return Outputs(cached["prediction"], cached["prediction"].new_zeros(len(cached["prediction"]), 0),
-                               cached["upper"], None)
-            reason = "made from another teacher checkpoint or split"
+            if cached["key"] == key and (cached["upper"] is not None or not states):
+                return _cached(cached["prediction"], cached["upper"] if states else None)
+            reason = ("made from another teacher checkpoint or split" if cached["key"] != key else
+                      "without the teacher's states t_h, which a requested method reads")
         except Exception as error:  # a truncated or foreign file: never trusted, rebuilt
             reason = f"unreadable ({type(error).__name__})"
         print(f"reckd: {path}: {reason}; rebuilding the teacher-output cache", file=sys.stderr)
     out = teacher_outputs(teacher, data, data.user, data.item)
-    write_torch(path, {"key": key, "prediction": out.prediction.cpu(), "upper": out.upper.cpu()})
-    return out
+    upper = out.upper.half() if states else None
+    write_torch(path, {"key": key, "prediction": out.prediction.cpu(),
+                       "upper": upper.cpu() if upper is not None else None})
+    return _cached(out.prediction, upper)
+
+
+def _cached(prediction: Tensor, upper: Tensor | None) -> Outputs:
+    empty = prediction.new_zeros(len(prediction), 0)
+    return Outputs(prediction, empty, empty if upper is None else upper, None)

@@ -72,6 +72,35 @@ def test_stale_or_truncated_cache_is_rebuilt(synth_data, synth_teacher, tmp_path
     assert torch.load(teacher_dir / "cache.pt", weights_only=True)["key"]["teacher_sha256"] == ref.sha256
 
 
+def test_cache_keeps_states_only_when_a_method_reads_them_in_half_precision(synth_data, synth_teacher, tmp_path,
+                                                                             capsys):
+    from reckd.losses import get, names
+
+    assert {n for n in names() if get(n).reads_teacher_states} == {"fitnet", "hybrid", "moe"}
+    teacher_dir = tmp_path / "teacher"
+    teacher_dir.mkdir()
+    for name in ("config.json", "result.json", "checkpoint.pt"):
+        (teacher_dir / name).write_bytes((synth_teacher[0] / name).read_bytes())
+    ref, teacher = teacher_ref(teacher_dir, synth_data), load_teacher(teacher_dir)
+    live = teacher_outputs(teacher, synth_data, synth_data.user, synth_data.item)
+    bare = cached_teacher_outputs(teacher, synth_data, ref, states=False)
+    assert torch.equal(bare.prediction, live.prediction) and bare.upper.shape == (len(live.prediction), 0)
+    small = (teacher_dir / "cache.pt").stat().st_size
+    full = cached_teacher_outputs(teacher, synth_data, ref, states=True)  # lacks t_h: rebuilt with it
+    assert "without the teacher's states t_h" in capsys.readouterr().err
+    stored = torch.load(teacher_dir / "cache.pt", weights_only=True)
+    assert stored["upper"].dtype == torch.float16 and stored["prediction"].dtype == torch.float32
+    # half precision: every value within 2^-11 of the float32 state (relative), read back as float32
+    rows = torch.arange(len(live.prediction))
+    t_h = full.index(rows).upper
+    assert t_h.dtype == torch.float32
+    assert ((t_h - live.upper).abs() <= live.upper.abs() * 2.0 ** -11 + 1e-7).all()
+    assert (teacher_dir / "cache.pt").stat().st_size > small * 10  # t_h is most of the cache
+    # a cache with t_h serves a request without it, unchanged
+    again = cached_teacher_outputs(teacher, synth_data, ref, states=False)
+    assert torch.equal(again.prediction, live.prediction) and capsys.readouterr().err == ""
+
+
 def test_resume_with_changed_options_is_refused_then_retrained(synth_data, synth_teacher, tmp_path):
     out = tmp_path / "students"
     zero = _config(options={"kd": {"w_kd": "0"}})
