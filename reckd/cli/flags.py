@@ -67,3 +67,20 @@ def model_config(args: argparse.Namespace, base):
         except ValueError:
             raise ReckdError(f"--hidden: expected comma-separated integers, found {','.join(args.hidden)!r}") from None
     return dataclasses.replace(base, **changes)
+
+
+def add_train(parser: argparse.ArgumentParser, who: str) -> None:
+    """The optimisation flags of the model a command trains; unset flags keep the library's defaults."""
+    parser.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
+    parser.add_argument("--batch-size", type=int, metavar="B", help=f"ratings per step for the {who} "
+                                                                      "(default: the config's)")
+    parser.add_argument("--lr", type=float, help=f"Adam's learning rate for the {who} (default: the config's)")
+
+
+def train_config(args: argparse.Namespace, base):
+    """``base`` (a TrainConfig) with the training flags that were given; the config checks the ranges."""
+    import dataclasses
+
+    changes = {name: value for name, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                                ("lr", args.lr)) if value is not None}
+    return dataclasses.replace(base, **changes)

@@ -7,7 +7,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from reckd.cli.flags import add_device, add_methods, add_model, csv_list, method_options, model_config
+from reckd.cli.flags import (add_device, add_methods, add_model, add_train, csv_list, method_options, model_config,
+                             train_config)
 from reckd.errors import ReckdError
 
 
@@ -24,8 +25,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     config = PretrainConfig(restarts=args.restarts or PretrainConfig().restarts,
                             combine=args.combine or PretrainConfig().combine)
     config.model = model_config(args, config.model)
-    config.train = dataclasses.replace(config.train, seed=args.seed,
-                                       epochs=config.train.epochs if args.epochs is None else args.epochs)
+    config.train = dataclasses.replace(train_config(args, config.train), seed=args.seed)
     data = _load(args.split_dir, args.device)
     summary = pretrain(data, Path(args.out), config,
                        on_epoch=lambda r: print(f"epoch {r['epoch']:3d}  val RMSE {r['val_rmse']:.4f}",
@@ -45,8 +45,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     config = DistillConfig(genres=args.genres, methods=args.methods, seeds=args.seeds, augment=args.augment,
                            options=method_options(args.set))
     config.model = model_config(args, config.model)
-    if args.epochs is not None:
-        config.train = dataclasses.replace(config.train, epochs=args.epochs)
+    config.train = train_config(args, config.train)
     config.check()  # before the split is loaded
     data = _load(args.split_dir, args.device)
     if args.tuned:
@@ -80,8 +79,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     config = DistillConfig(genres=args.genres, methods=args.methods, seeds=(args.seed,), augment=args.augment,
                            options=method_options(args.set))
     config.model = model_config(args, config.model)
-    if args.epochs is not None:
-        config.train = dataclasses.replace(config.train, epochs=args.epochs)
+    config.train = train_config(args, config.train)
     grid = check_grid(grid_flags(args.grid) if args.grid else DEFAULT_GRID)
     config.check()  # before the split is loaded
     data = _load(args.split_dir, args.device)
@@ -102,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--combine", choices=("best", "mean"),
                    help="keep the start best on validation, or all of them as one ensemble predicting their mean "
                         "(default: the config's)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
+    add_train(p, "teacher")
     add_model(p, "teacher")
     add_device(p)
     p.add_argument("--retrain-changed", action="store_true",
@@ -136,7 +134,7 @@ def _student_flags(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--genres", default="all", help="all|dense|sparse|G1,G2,…")
     p.add_argument("--augment", type=int, default=4, help="unrated pairs per rated pair for NAME+aug (default 4)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
+    add_train(p, "students")
     add_model(p, "students")
     add_device(p)
     p.add_argument("--workers", type=int,

@@ -272,8 +272,8 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
     for epoch in range(1, config.epochs + 1):
         positions = torch.randperm(train_rows.numel(), generator=generator).to(device)
         order = train_rows[positions]
-        sums: dict[str, float] = {}
-        steps = 0
+        # the step never waits for the device: loss terms are kept as tensors and read once per epoch
+        history: list[dict[str, Tensor]] = []
         for start in range(0, order.numel(), config.batch_size):
             rows = order[start:start + config.batch_size]
             inputs, labels = source.batch(rows)
@@ -283,17 +283,20 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
             if aug_term is not None:
                 terms["aug"] = aug_term(rows)
             loss = sum(terms.values())
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"epoch {epoch}, step {steps + 1}: loss is {loss.item()} "
-                    f"({', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())}); "
-                    f"the best checkpoint so far (epoch {best.best_epoch}) is kept")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v.item()
-            steps += 1
+            history.append({k: v.detach() for k, v in terms.items()})
+        steps = len(history)
+        per_step = {k: torch.stack([h[k] for h in history]) for k in history[0]}
+        finite = torch.isfinite(torch.stack(list(per_step.values())).sum(0))
+        if not bool(finite.all()):  # the first bad step, reported once the epoch is over
+            step = int((~finite).nonzero()[0])
+            raise NonFiniteLoss(
+                f"epoch {epoch}, step {step + 1}: loss is {sum(v[step] for v in per_step.values()).item()} "
+                f"({', '.join(f'{k}={v[step].item():.4g}' for k, v in per_step.items())}); "
+                f"the best checkpoint so far (epoch {best.best_epoch}) is kept")
+        sums = {k: float(v.sum()) for k, v in per_step.items()}
         val = evaluate(model, method, source, val_rows)
         if not math.isfinite(val):
             raise NonFiniteLoss(f"epoch {epoch}: validation {source.metric} is {val}; the best checkpoint so far "

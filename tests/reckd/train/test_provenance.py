@@ -266,10 +266,11 @@ def test_cli_end_to_end_and_partial_report(synth_split, tmp_path):
     assert (recorded["arch"], recorded["bias"], recorded["embedding_dim"]) == ("dcn", False, 24)
     done = _cli("distill", str(synth_split), "--teacher", str(teacher), "--out", str(students), "--genres", SMALL,
                 "--methods", "none,kd", "--seeds", "0,1", "--epochs", "2", "--quiet",
-                "--arch", "deepfm", "--hidden", "16,8")
+                "--arch", "deepfm", "--hidden", "16,8", "--batch-size", "256", "--lr", "0.01")
     assert done.returncode == 0, done.stderr
-    recorded = json.loads((students / SMALL / "kd" / "seed0" / "config.json").read_text())["model"]
-    assert (recorded["arch"], recorded["hidden"]) == ("deepfm", [16, 8])
+    recorded = json.loads((students / SMALL / "kd" / "seed0" / "config.json").read_text())
+    assert (recorded["model"]["arch"], recorded["model"]["hidden"]) == ("deepfm", [16, 8])
+    assert recorded["train"]["lr"] == 0.01 and recorded["train"]["batch_size"] <= 256
     report = _cli("report", str(students), "--format", "json")
     assert report.returncode == 0, report.stderr
     doc = json.loads(report.stdout)
@@ -289,6 +290,8 @@ def test_cli_end_to_end_and_partial_report(synth_split, tmp_path):
     assert bad.returncode == 1 and bad.stderr.startswith("reckd: error: --seeds")
     bad = _cli("distill", str(synth_split), "--teacher", str(teacher), "--out", str(students), "--hidden", "16,0")
     assert bad.returncode == 1 and "hidden[1] (--hidden): expected a whole number ≥ 1, found 0" in bad.stderr
+    bad = _cli("pretrain", str(synth_split), "--out", str(tmp_path / "t2"), "--batch-size", "0")
+    assert bad.returncode == 1 and "--batch-size: expected at least 1, found 0" in bad.stderr
 
 
 def test_cli_errors_exit_1_and_bugs_keep_their_traceback(tmp_path, capsys, monkeypatch):
