@@ -1,5 +1,5 @@
 """Tune every student row on the README's split (ML-100K, random 80/10/10, seed 0) with one budget: the
-default grid of ``reckd tune`` (12 points) for each method, chosen per genre class on validation RMSE only.
+default grid of ``reckd tune`` (8 points) for each method, chosen per genre class on validation RMSE only.
 Prints the validation table (macro-average validation RMSE per point, method and class; ``*`` marks the
 choice) and, where the untuned students' values are a grid point, the choice's validation gain over it.
 
