@@ -4,8 +4,10 @@ teacher's sizes and training options, ``--bias`` on), beside the default teacher
 macro-averaged over dense and sparse genres, best epoch and training time.
 
     python benchmarks/teachers.py [--root runs/ml-100k] [--archs mlp,dlrm,dcn,deepfm]
+    python benchmarks/teachers.py --archs dlrm,dcn,deepfm --weight-decay 1e-4 --dropout 0.3   # a regularised row
 
-Each architecture trains into ``ROOT/teachers/<arch>/`` (a finished one of the same options is reused).
+Each architecture trains into ``ROOT/teachers/<arch>/`` (``<arch>-wd<W>-do<D>/`` with other regularisation;
+a finished one of the same options is reused).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import dataclasses
 import statistics
 from pathlib import Path
 
-from reckd.models.ranker import ARCHS, RankerConfig
+from reckd.models.ranker import ARCHS
 from reckd.train.teacher import PretrainConfig, pretrain
 
 from readme_split import readme_split
@@ -29,14 +31,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="runs/ml-100k", help="folder for split/, teacher/ and teachers/")
     parser.add_argument("--archs", default=",".join(ARCHS))
+    parser.add_argument("--weight-decay", type=float, help="instead of the teacher's (1e-5)")
+    parser.add_argument("--dropout", type=float, help="instead of the teacher's (0.1)")
     args = parser.parse_args()
     root = Path(args.root)
     data = readme_split(root)
     classes = {g: info["class"] for g, info in data.manifest["genres"].items()}
     rows = []
+    base = PretrainConfig()
+    regularised = args.weight_decay is not None or args.dropout is not None
+    wd = base.train.weight_decay if args.weight_decay is None else args.weight_decay
+    dropout = base.model.dropout if args.dropout is None else args.dropout
     for arch in args.archs.split(","):
-        config = PretrainConfig(model=dataclasses.replace(RankerConfig.teacher(), arch=arch), restarts=1, combine="best")
-        rows.append((f"`{arch}` + bias, one start", pretrain(data, root / "teachers" / arch, config)))
+        config = PretrainConfig(model=dataclasses.replace(base.model, arch=arch, dropout=dropout),
+                                train=dataclasses.replace(base.train, weight_decay=wd), restarts=1, combine="best")
+        name = f"{arch}-wd{wd:g}-do{dropout:g}" if regularised else arch
+        label = f"`{arch}` + bias, one start" + (f", weight decay {wd:g}, dropout {dropout:g}" if regularised else "")
+        rows.append((label, pretrain(data, root / "teachers" / name, config)))
     default = PretrainConfig()
     rows.append((f"default: `{default.model.arch}` + bias, mean of {default.restarts} starts",
                  pretrain(data, root / "teacher", default)))
