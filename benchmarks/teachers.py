@@ -48,9 +48,8 @@ def main() -> None:
         name = f"{arch}-wd{wd:g}-do{dropout:g}" if regularised else arch
         label = f"`{arch}` + bias, one start" + (f", weight decay {wd:g}, dropout {dropout:g}" if regularised else "")
         rows.append((label, pretrain(data, root / "teachers" / name, config)))
-    default = PretrainConfig()
-    rows.append((f"default: `{default.model.arch}` + bias, mean of {default.restarts} starts",
-                 pretrain(data, root / "teacher", default)))
+    rows.append((f"default: `{base.model.arch}` + bias, mean of {base.restarts} starts",
+                 pretrain(data, root / "teacher", base)))
     print("| teacher | parameters | val RMSE | test RMSE | dense macro | sparse macro | best epoch | train time |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:

@@ -55,18 +55,23 @@ def add_model(parser: argparse.ArgumentParser, who: str) -> None:
     parser.add_argument("--bias", action=argparse.BooleanOptionalAction, help=f"user and item bias terms in the {who}")
 
 
-def model_config(args: argparse.Namespace, base):
-    """``base`` (a RankerConfig) with the model flags that were given; the config checks the sizes."""
+def _given(base, **flags):
+    """``base`` (a config dataclass) with the fields whose flags were given (not None); the config
+    checks the values."""
     import dataclasses
 
-    changes = {name: value for name, value in (("arch", args.arch), ("embedding_dim", args.embedding_dim),
-                                                ("bias", args.bias)) if value is not None}
+    return dataclasses.replace(base, **{name: value for name, value in flags.items() if value is not None})
+
+
+def model_config(args: argparse.Namespace, base):
+    """``base`` (a RankerConfig) with the model flags that were given; the config checks the sizes."""
+    hidden = None
     if args.hidden is not None:
         try:
-            changes["hidden"] = tuple(int(w) for w in args.hidden)
+            hidden = tuple(int(w) for w in args.hidden)
         except ValueError:
             raise ReckdError(f"--hidden: expected comma-separated integers, found {','.join(args.hidden)!r}") from None
-    return dataclasses.replace(base, **changes)
+    return _given(base, arch=args.arch, embedding_dim=args.embedding_dim, bias=args.bias, hidden=hidden)
 
 
 def add_train(parser: argparse.ArgumentParser, who: str) -> None:
@@ -79,8 +84,4 @@ def add_train(parser: argparse.ArgumentParser, who: str) -> None:
 
 def train_config(args: argparse.Namespace, base):
     """``base`` (a TrainConfig) with the training flags that were given; the config checks the ranges."""
-    import dataclasses
-
-    changes = {name: value for name, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                                ("lr", args.lr)) if value is not None}
-    return dataclasses.replace(base, **changes)
+    return _given(base, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)

@@ -287,7 +287,6 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
             loss.backward()
             optimizer.step()
             history.append({k: v.detach() for k, v in terms.items()})
-        steps = len(history)
         per_step = {k: torch.stack([h[k] for h in history]) for k in history[0]}
         finite = torch.isfinite(torch.stack(list(per_step.values())).sum(0))
         if not bool(finite.all()):  # the first bad step, reported once the epoch is over
@@ -296,13 +295,12 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
                 f"epoch {epoch}, step {step + 1}: loss is {sum(v[step] for v in per_step.values()).item()} "
                 f"({', '.join(f'{k}={v[step].item():.4g}' for k, v in per_step.items())}); "
                 f"the best checkpoint so far (epoch {best.best_epoch}) is kept")
-        sums = {k: float(v.sum()) for k, v in per_step.items()}
         val = evaluate(model, method, source, val_rows)
         if not math.isfinite(val):
             raise NonFiniteLoss(f"epoch {epoch}: validation {source.metric} is {val}; the best checkpoint so far "
                                 f"(epoch {best.best_epoch}) is kept")
         record = {"epoch": epoch, f"val_{source.metric}": val, "seconds": time.perf_counter() - started,
-                  **{f"loss_{k}": v / steps for k, v in sums.items()}}
+                  **{f"loss_{k}": float(v.sum()) / len(v) for k, v in per_step.items()}}
         if run_dir is not None:
             append_jsonl(run_dir / "metrics.jsonl", record)
         if on_epoch is not None:

@@ -45,6 +45,12 @@ class PretrainConfig:
             raise ReckdError(f"--combine: expected 'best' or 'mean', found {self.combine!r}")
 
 
+def is_ensemble(combine: str, restarts: int) -> bool:
+    """Whether the teacher of these options is an :class:`Ensemble`: the mean of more than one start
+    (the mean of one start is that start)."""
+    return combine == "mean" and restarts > 1
+
+
 def ranker_features(data: SplitData) -> list[tuple[str, int]]:
     return [(f.name, f.cardinality) for f in data.features]
 
@@ -99,7 +105,7 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
                      train, run_dir=run_dir, on_epoch=on_epoch)
         starts.append((result, model))
     val_rows, test_rows = data.rows("val", teacher_only=True), data.rows("test", teacher_only=True)
-    if config.combine == "mean" and len(starts) > 1:  # the mean of one start is that start
+    if is_ensemble(config.combine, config.restarts):
         model = Ensemble([m for _, m in starts])
         restart, val = None, rmse(predict_rows(model, None, data, val_rows), data.rating[val_rows])
     else:
@@ -176,7 +182,7 @@ def teacher_model(model_config: RankerConfig, config: dict, device: torch.device
     """An untrained teacher of the shape that a teacher's ``config.json`` describes (one ranker, or an
     ensemble of ``restarts`` rankers), to load its checkpoint into."""
     features, levels = [tuple(f) for f in config["features"]], config["levels"]
-    if config.get("combine", "best") == "mean" and config["restarts"] > 1:
+    if is_ensemble(config.get("combine", "best"), config["restarts"]):
         return Ensemble([Ranker(model_config, features, levels, device=device) for _ in range(config["restarts"])])
     return Ranker(model_config, features, levels, device=device)
 
