@@ -84,7 +84,7 @@ class RankerConfig:
     @classmethod
     def teacher(cls) -> "RankerConfig":
         """Chosen on ML-100K validation RMSE (README, Teacher architectures)."""
-        return cls(embedding_dim=64, hidden=(256, 128, 64), dropout=0.1, input_dropout=0.5, bias=True)
+        return cls(arch="dcn", embedding_dim=64, hidden=(256, 128, 64), dropout=0.3, input_dropout=0.5, bias=True)
 
     @classmethod
     def student(cls) -> "RankerConfig":

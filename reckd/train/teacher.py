@@ -34,7 +34,7 @@ class PretrainConfig:
 
     model: RankerConfig = field(default_factory=RankerConfig.teacher)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=60, batch_size=1024, lr=1e-3, weight_decay=1e-5, patience=10, seed=0))
+        epochs=60, batch_size=1024, lr=1e-3, weight_decay=1e-3, patience=10, seed=0))
     restarts: int = 5
     combine: Literal["best", "mean"] = "mean"
 
