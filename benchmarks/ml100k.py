@@ -14,7 +14,6 @@ pre-train the teacher); finished runs are reused, so an interrupted benchmark re
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
@@ -52,7 +51,7 @@ def main() -> None:
     parser.add_argument("--methods", default="none,kd,kd+aug")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--genres", default="all")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, help="student processes (default: distill's for the device)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tuned", help="a tuned.json of benchmarks/tune.py (`reckd tune`): each run trains with "
                                         "the values chosen for its method and genre class")
@@ -68,7 +67,7 @@ def main() -> None:
                            seeds=tuple(int(s) for s in args.seeds.split(",")))
     if args.tuned:
         config.tuned = load_tuned(Path(args.tuned), data, root / "teacher", config)
-    distill(data, root / "teacher", out, config, workers=args.workers if device.type == "cpu" else 1)
+    distill(data, root / "teacher", out, config, workers=args.workers)
     report = collect(out)
     teacher, methods = report.teacher, report.methods
     print(f"Teacher: {teacher['parameters']:,} parameters, test RMSE {teacher['test_rmse']:.4f} on "

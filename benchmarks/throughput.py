@@ -6,10 +6,12 @@ in this process, one after the other:
 
 - reckd: ``reckd.train.loop.fit`` — torchrec ``EmbeddingBagCollection`` over a ``KeyedJaggedTensor``
   built per batch, the ``kd`` loss object reading the teacher-output cache, validation each epoch.
-- reference: ``nn.EmbeddingBag`` tables fed from pre-gathered index tensors, the same MLP and
-  ``0.9·MSE(ŷ, y) + MSE(ŷ, ŷ_T)``, no validation.
+- reference: ``nn.EmbeddingBag`` tables fed from pre-gathered index tensors (the genre bag padded to
+  the longest, weighted 1/length, so no step waits for the device), the same MLP and
+  ``0.9·MSE(ŷ, y) + MSE(ŷ, ŷ_T)``, Adam (fused on CUDA), no validation.
 
     python benchmarks/throughput.py runs/ml-100k/split --teacher runs/ml-100k/teacher
+    python benchmarks/throughput.py --device cuda --batch 4096,65536 --workers 1   # on a GPU
 
 Each loop is measured in one process (all cores as torch threads) and as ``--workers`` processes
 training at once with one thread each, as ``reckd distill --workers`` does; the latter reports the
@@ -31,6 +33,7 @@ from torch import nn
 from reckd.data.split import load_split
 from reckd.losses import Dims, HeadSpec, get, make_config
 from reckd.models.ranker import Ranker, RankerConfig
+from reckd.train.device import resolve_device
 from reckd.train.loop import TeacherView, TrainConfig, fit
 from reckd.train.teacher import cached_teacher_outputs, load_teacher, ranker_features, teacher_ref
 
@@ -41,7 +44,7 @@ class Reference(nn.Module):
 
     def __init__(self, features, dim: int, hidden: tuple[int, ...]) -> None:
         super().__init__()
-        self.tables = nn.ModuleList(nn.EmbeddingBag(card, dim, mode="mean") for _, card in features)
+        self.tables = nn.ModuleList(nn.EmbeddingBag(card, dim, mode="sum") for _, card in features)
         cards = dict(features)
         self.user_bias, self.item_bias = nn.Embedding(cards["user"], 1), nn.Embedding(cards["item"], 1)
         sizes = [dim * (len(features) + 1), *hidden]
@@ -50,12 +53,13 @@ class Reference(nn.Module):
             layers += [nn.Linear(a, b), nn.ReLU()]
         self.mlp = nn.Sequential(*layers, nn.Linear(hidden[-1], 1))
 
-    def forward(self, single: list[torch.Tensor], bag_values, bag_offsets, bag_index: int) -> torch.Tensor:
+    def forward(self, single: list[torch.Tensor], bag: torch.Tensor, bag_weight: torch.Tensor,
+                bag_index: int) -> torch.Tensor:
         pooled = []
         k = 0
         for i, table in enumerate(self.tables):
             if i == bag_index:
-                pooled.append(table(bag_values, bag_offsets))
+                pooled.append(table(bag, per_sample_weights=bag_weight))
             else:
                 pooled.append(table(single[k].unsqueeze(1)))
                 k += 1
@@ -65,88 +69,106 @@ class Reference(nn.Module):
 
 
 def reckd_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epochs: int) -> float:
-    teacher = load_teacher(teacher_dir)
-    cache = cached_teacher_outputs(teacher, data, teacher_ref(teacher_dir, data))
+    teacher = load_teacher(teacher_dir, data.rating.device)
+    cache = cached_teacher_outputs(teacher, data, teacher_ref(teacher_dir, data), states=False)
     torch.manual_seed(0)
-    model = Ranker(RankerConfig.student(), ranker_features(data), data.levels)
+    model = Ranker(RankerConfig.student(), ranker_features(data), data.levels, device=data.rating.device)
     method = get("kd")(make_config("kd"), Dims(*model.dims), Dims(*teacher.dims), HeadSpec("rating", data.levels))
     val = data.rows("val")[:2000]
     config = TrainConfig(epochs=epochs, batch_size=batch, patience=epochs + 1)
     start = time.perf_counter()
     fit(model, method, data, rows, val, config, TeacherView(teacher, cache))
+    _wait(data)
     return epochs * rows.numel() / (time.perf_counter() - start)
 
 
+def _wait(data) -> None:
+    if data.rating.device.type == "cuda":
+        torch.cuda.synchronize(data.rating.device)
+
+
 def reference_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epochs: int) -> float:
-    teacher = load_teacher(teacher_dir)
-    teacher_rating = cached_teacher_outputs(teacher, data, teacher_ref(teacher_dir, data)).prediction
+    device = data.rating.device
+    teacher = load_teacher(teacher_dir, device)
+    teacher_rating = cached_teacher_outputs(teacher, data, teacher_ref(teacher_dir, data), states=False).prediction
     features = ranker_features(data)
     torch.manual_seed(0)
     student = RankerConfig.student()
-    model = Reference(features, student.embedding_dim, student.hidden)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model = Reference(features, student.embedding_dim, student.hidden).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, fused=True if device.type == "cuda" else None)
     names = [name for name, _ in features]
     bag_index = names.index("genre")
     per_row = [(data.user_features if n in data.user_features else data.item_features)[n] for n in names
                if n != "genre"]
     keys = [data.user if n in data.user_features else data.item for n in names if n != "genre"]
+    # each item's genres padded to the longest bag (id 0, weight 0), weighted 1/length: the bag's mean
+    lengths = data.genre_offsets[1:] - data.genre_offsets[:-1]
+    slots = torch.arange(int(lengths.max()), device=device)
+    real = slots < lengths[:, None]
+    bags = torch.where(real, data.genre_values[(data.genre_offsets[:-1, None] + slots).clamp(
+        max=data.genre_values.numel() - 1)], 0)
+    weights = real / lengths.clamp(min=1)[:, None]
+    _wait(data)
     start = time.perf_counter()
     for _ in range(epochs):
-        order = rows[torch.randperm(rows.numel())]
+        order = rows[torch.randperm(rows.numel(), device=device)]
         for s in range(0, order.numel(), batch):
             r = order[s:s + batch]
             single = [table[key[r]] for table, key in zip(per_row, keys)]
             item = data.item[r]
-            lengths = data.genre_offsets[item + 1] - data.genre_offsets[item]
-            offsets = torch.cumsum(lengths, 0) - lengths
-            starts = torch.repeat_interleave(data.genre_offsets[item], lengths)
-            within = torch.arange(int(lengths.sum())) - torch.repeat_interleave(offsets, lengths)
-            values = data.genre_values[starts + within]
-            prediction = model(single, values, offsets, bag_index)
+            prediction = model(single, bags[item], weights[item], bag_index)
             loss = 0.9 * F.mse_loss(prediction, data.rating[r]) + F.mse_loss(prediction, teacher_rating[r])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+    _wait(data)
     return epochs * rows.numel() / (time.perf_counter() - start)
 
 
-def _measure(job: tuple[str, str, str, int, int, int]) -> float:
-    loop, split_dir, teacher_dir, batch, epochs, threads = job
+def _measure(job: tuple[str, str, str, str, int, int, int]) -> float:
+    loop, split_dir, device, teacher_dir, batch, epochs, threads = job
     torch.set_num_threads(threads)
-    data = load_split(split_dir)
+    data = load_split(split_dir).to(resolve_device(device))
     rate = reckd_rate if loop == "reckd" else reference_rate
     return rate(data, Path(teacher_dir), data.rows("train"), batch, epochs)
 
 
-def measure(loop: str, args, workers: int) -> float:
+def measure(loop: str, args, batch: int, workers: int) -> float:
     """Ratings/s of ``loop``: one process, or ``workers`` processes at once (summed)."""
+    job = (loop, args.split_dir, args.device, args.teacher, batch, args.epochs)
     if workers == 1:
-        return _measure((loop, args.split_dir, args.teacher, args.batch, args.epochs, torch.get_num_threads()))
+        return _measure((*job, torch.get_num_threads()))
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        return sum(pool.map(_measure, [(loop, args.split_dir, args.teacher, args.batch, args.epochs, 1)] * workers))
+        return sum(pool.map(_measure, [(*job, 1)] * workers))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("split_dir", nargs="?", default="runs/ml-100k/split")
     parser.add_argument("--teacher", default="runs/ml-100k/teacher")
-    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both loops run there)")
+    parser.add_argument("--batch", default="4096", help="batch sizes, comma-separated")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats; the best of each is kept")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the parallel figure")
     args = parser.parse_args()
-    print(f"| loop | processes × threads | ratings/s (best of {args.repeats}, batch {args.batch}) |")
-    print("|---|---|---:|")
-    for workers in sorted({1, args.workers}):
-        reckd, reference = [], []
-        for _ in range(args.repeats):  # alternate, so a noisy neighbour slows both alike
-            reckd.append(measure("reckd", args, workers))
-            reference.append(measure("reference", args, workers))
-        layout = f"1 × {torch.get_num_threads()}" if workers == 1 else f"{workers} × 1"
-        print(f"| reckd `fit` (torchrec EBC + KJT, kd from the teacher cache, validation each epoch) | {layout} | "
-              f"{max(reckd):,.0f} |")
-        print(f"| plain PyTorch reference (nn.EmbeddingBag, same sizes, no validation) | {layout} | {max(reference):,.0f} |")
-        print(f"| ratio reckd / reference | {layout} | {max(reckd) / max(reference):.2f} |")
+    device = resolve_device(args.device)
+    print(f"| loop | batch | processes × threads | ratings/s (best of {args.repeats}) | ms / step |")
+    print("|---|---:|---|---:|---:|")
+    for batch in (int(b) for b in args.batch.split(",")):
+        for workers in sorted({1, args.workers}):
+            reckd, reference = [], []
+            for _ in range(args.repeats):  # alternate, so a noisy neighbour slows both alike
+                reckd.append(measure("reckd", args, batch, workers))
+                reference.append(measure("reference", args, batch, workers))
+            layout = f"1 × {torch.get_num_threads()}" if workers == 1 else f"{workers} × 1"
+            for name, rate in (("reckd `fit` (torchrec EBC + KJT, kd from the teacher cache, validation each "
+                                "epoch)", max(reckd)),
+                               ("plain PyTorch reference (nn.EmbeddingBag, same sizes, no validation)", max(reference))):
+                print(f"| {name} | {batch} | {layout} | {rate:,.0f} | {1000 * batch * workers / rate:.2f} |")
+            print(f"| ratio reckd / reference | {batch} | {layout} | {max(reckd) / max(reference):.2f} | |")
+    print(f"\n(device: {device}{' — ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}, "
+          f"torch {torch.__version__})")
 
 
 if __name__ == "__main__":

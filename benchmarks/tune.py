@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import time
 from pathlib import Path
 
@@ -51,7 +50,7 @@ def main() -> None:
     parser.add_argument("--genres", default="all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the distill config's)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, help="student processes (default: distill's for the device)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     root = Path(args.root)
@@ -64,7 +63,7 @@ def main() -> None:
     if args.epochs is not None:
         config.train = dataclasses.replace(config.train, epochs=args.epochs)
     document = tune(data, root / "teacher", out, config, DEFAULT_GRID, seed=args.seed,
-                    workers=args.workers if device.type == "cpu" else 1)
+                    workers=args.workers)
     print(f"Validation RMSE (macro over each class's genres, seed {args.seed}) on {root / 'split'}; "
           f"{len(document['points'])} grid points, {config.train.epochs} epochs at most.\n")
     print(render_tuned(document, "markdown"))

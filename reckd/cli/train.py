@@ -20,13 +20,17 @@ def _load(split_dir: str, device: str):
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
+    from reckd.train.loop import scaled
     from reckd.train.teacher import PretrainConfig, pretrain
 
     config = PretrainConfig(restarts=args.restarts or PretrainConfig().restarts,
                             combine=args.combine or PretrainConfig().combine)
     config.model = model_config(args, config.model)
-    config.train = dataclasses.replace(train_config(args, config.train), seed=args.seed)
     data = _load(args.split_dir, args.device)
+    train = config.train
+    if args.batch_size is None:  # the default batch (and, unless --lr is given, lr) scale with the training set
+        train = scaled(train, int(data.rows("train", teacher_only=True).numel()), lr=args.lr is None)
+    config.train = dataclasses.replace(train_config(args, train), seed=args.seed)
     summary = pretrain(data, Path(args.out), config,
                        on_epoch=lambda r: print(f"epoch {r['epoch']:3d}  val RMSE {r['val_rmse']:.4f}",
                                                 file=sys.stderr, flush=True), retrain_changed=args.retrain_changed)
@@ -43,7 +47,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     from reckd.train.distill import DistillConfig, distill
 
     config = DistillConfig(genres=args.genres, methods=args.methods, seeds=args.seeds, augment=args.augment,
-                           options=method_options(args.set))
+                           options=method_options(args.set), scale=args.batch_size is None)
     config.model = model_config(args, config.model)
     config.train = train_config(args, config.train)
     config.check()  # before the split is loaded
@@ -138,7 +142,8 @@ def _student_flags(p: argparse.ArgumentParser, out_help: str) -> None:
     add_model(p, "students")
     add_device(p)
     p.add_argument("--workers", type=int,
-                   help="students trained at once in CPU processes (default: one per core on the CPU, 1 on CUDA)")
+                   help="students trained at once in worker processes (default: one per core on the CPU; on "
+                        "CUDA one per core up to 8, sharing the GPU)")
     p.add_argument("--retrain-changed", action="store_true",
                    help="retrain runs that the folder holds with other options (default: refuse them)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

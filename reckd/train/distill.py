@@ -38,6 +38,8 @@ class DistillConfig:
     """What ``reckd distill`` runs. ``genres``: ``all``, ``dense``, ``sparse`` or a comma list.
     ``methods``: names from the loss registry, each optionally ``+aug`` (teacher-labelled
     augmentation with ``augment`` unrated pairs per rated pair, weight ``aug_weight``).
+    ``scale``: the batch (and the learning rate, by its square root) grow with a genre's training set
+    beyond 1M ratings (:func:`reckd.train.loop.scaled`; off when ``--batch-size`` is given).
     ``options``: per-method config overrides, ``{"kd": {"tau": "2"}}``.
     ``min_steps``: the batch shrinks (down to ``min_batch``) so that a small genre still takes at
     least this many optimiser steps per epoch. ``tuned``: values chosen by ``reckd tune`` per method spec
@@ -56,6 +58,7 @@ class DistillConfig:
     min_steps: int = 16
     min_batch: int = 64
     tuned: dict[str, dict[str, dict[str, object]]] = field(default_factory=dict)
+    scale: bool = True  # a genre of over 1M training ratings gets a larger batch and lr (loop.scaled)
 
     def check(self) -> None:
         """Every option in range, each error naming its flag."""
@@ -83,15 +86,21 @@ class DistillConfig:
 
 
 def default_workers(device: torch.device) -> int:
-    """One student process per core on the CPU (faster than threads for models this small); one on a GPU."""
-    return (os.cpu_count() or 1) if device.type == "cpu" else 1
+    """One student process per core on the CPU (faster than threads for models this small). On a GPU,
+    students this small leave it idle while the host prepares each step, so several processes share it:
+    one per core up to :data:`GPU_WORKERS` (chosen by measurement, README "Speed")."""
+    cores = os.cpu_count() or 1
+    return cores if device.type == "cpu" else max(1, min(cores, GPU_WORKERS))
+
+
+GPU_WORKERS = 8
 
 
 def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, progress: bool = True,
             workers: int | None = None, retrain_changed: bool = False) -> list[dict]:
     """Run every requested genre × method × seed not finished yet; return all runs' results (finished
-    before or now). ``workers`` > 1 trains that many students at once in CPU processes, each with an
-    equal share of the cores. A run whose loss turns non-finite is reported on stderr, left unfinished,
+    before or now). ``workers`` > 1 trains that many students at once in worker processes, each with an
+    equal share of the cores (and, on a GPU, sharing it). A run whose loss turns non-finite is reported on stderr, left unfinished,
     and named in the error raised at the end. ``retrain_changed``: retrain runs recorded with other
     options instead of refusing them."""
     config.check()
@@ -99,8 +108,6 @@ def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig
     workers = default_workers(device) if workers is None else workers
     if workers < 1:
         raise ReckdError(f"--workers: expected at least 1, found {workers}")
-    if workers > 1 and device.type != "cpu":
-        raise ReckdError(f"--workers {workers}: parallel workers are for the CPU; on {device} use 1")
     genres = select_genres(data, config.genres)
     ref = teacher_ref(teacher_dir, data)
     students = StudentRuns(data, ref, config)
@@ -115,7 +122,7 @@ def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig
         if workers > 1 and len(plan.pending) > 1:
             threads = max(1, torch.get_num_threads() // workers)
             students.cache  # built once here, before the workers read it
-            recipe = functools.partial(_worker, str(data.path), ref, config, threads, out)
+            recipe = functools.partial(_worker, str(data.path), str(device), ref, config, threads, out)
             outcomes = run_in_workers(recipe, plan.pending, min(workers, len(plan.pending)))
         else:
             outcomes = (students(run, out) for run in plan.pending)
@@ -132,8 +139,8 @@ def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig
     return list(plan.finished.values()) + [o for o in done if isinstance(o, dict)]
 
 
-def _worker(split_dir: str, ref, config: DistillConfig, threads: int, out: Path):
-    students = student_runs(split_dir, ref, config, threads)
+def _worker(split_dir: str, device: str, ref, config: DistillConfig, threads: int, out: Path):
+    students = student_runs(split_dir, device, ref, config, threads)
     return lambda run: students(run, out)
 
 

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 import time
@@ -38,7 +39,7 @@ from reckd.models.contract import Outputs
 from reckd.train.io import append_jsonl, write_torch
 
 __all__ = ["Augmentation", "Augmenter", "FitResult", "NonFiniteLoss", "TeacherView", "TrainConfig", "Unlabelled",
-           "evaluate", "fit", "predict", "predict_rows", "rmse", "train"]
+           "evaluate", "fit", "predict", "predict_rows", "rmse", "scaled", "train"]
 
 
 class NonFiniteLoss(ReckdError):
@@ -68,6 +69,20 @@ class TrainConfig:
             raise ReckdError(f"weight_decay: expected a finite value ≥ 0, found {self.weight_decay}")
         if self.lr_patience < 0:
             raise ReckdError(f"lr_patience: expected 0 (never) or more epochs, found {self.lr_patience}")
+
+
+def scaled(config: TrainConfig, rows: int, lr: bool = True, per_epoch: int = 1_000_000,
+           most: int = 65536) -> TrainConfig:
+    """``config`` for a training set of ``rows`` ratings: the batch doubles for each doubling of the set
+    beyond ``per_epoch`` ratings, up to ``most``, so an epoch of a large set takes about as many steps
+    as one of ``per_epoch`` ratings; with ``lr``, the learning rate grows with the square root of the
+    batch (the square-root scaling rule for Adam). Sets of at most ``per_epoch`` ratings (ML-100K's,
+    where the defaults were chosen) keep ``config`` as it is."""
+    factor = 1
+    while rows > per_epoch * factor and config.batch_size * factor * 2 <= most:
+        factor *= 2
+    return dataclasses.replace(config, batch_size=config.batch_size * factor,
+                               lr=config.lr * math.sqrt(factor) if lr else config.lr)
 
 
 @dataclass
@@ -259,7 +274,9 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     step_teacher = _step_teacher(teacher, method, source, train_rows) if teacher is not None else None
     params = [p for p in itertools.chain(model.parameters(), method.parameters()) if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    # the fused kernel on CUDA (one launch for all parameters); the default foreach one elsewhere
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay,
+                                 fused=True if device.type == "cuda" else None)
     lower = source.lower_is_better
     plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min" if lower else "max", factor=0.5,
                                                           patience=config.lr_patience - 1)

@@ -19,7 +19,7 @@ from reckd.losses import Dims, HeadSpec, get, make_config, split_spec
 from reckd.models.ranker import Ranker, RankerConfig, count_parameters
 from reckd.train.io import write_array, write_json
 from reckd.train.loop import (Augmentation, NonFiniteLoss, TeacherView, TrainConfig, fit, pair_scorer, predict_rows,
-                              rmse)
+                              rmse, scaled)
 from reckd.train.plan import Run, clear_run
 from reckd.train.ranking import ranking_metrics
 from reckd.train.teacher import TeacherRef, cached_teacher_outputs, load_teacher, ranker_features, teacher_outputs
@@ -120,6 +120,8 @@ class StudentRuns:
         method_config = self.method_configs[name]
         tuned = self.tuned(run)
         model, train = apply_tuned(self.config.model, self.config.train, tuned)
+        if self.config.scale and "train.batch_size" not in tuned:
+            train = scaled(train, self.rows(run.genre), lr="train.lr" not in tuned)
         head = "levels" if get(name).head_for(method_config) == "levels" else model.head
         batch = max(self.config.min_batch, min(train.batch_size, self.rows(run.genre) // self.config.min_steps))
         config = {"genre": run.genre, "method": run.method, "seed": run.seed,
@@ -199,7 +201,8 @@ class StudentRuns:
         return summary
 
 
-def student_runs(split_dir: str, teacher: TeacherRef, config, threads: int) -> StudentRuns:
-    """A worker process's StudentRuns (picklable recipe: the split is read again in the worker)."""
+def student_runs(split_dir: str, device: str, teacher: TeacherRef, config, threads: int) -> StudentRuns:
+    """A worker process's StudentRuns (picklable recipe: the split is read again in the worker, onto
+    ``device``)."""
     torch.set_num_threads(threads)
-    return StudentRuns(load_split(split_dir), teacher, config)
+    return StudentRuns(load_split(split_dir).to(torch.device(device)), teacher, config)

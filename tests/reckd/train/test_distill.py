@@ -204,3 +204,21 @@ def test_report_with_classical_rows_and_significance(distilled, synth_data, tmp_
     assert (chosen.references, chosen.methods) == (["svd@all"], ["none", "kd"])
     with pytest.raises(ReckdError, match="classical rows are scored by RMSE only"):
         collect(out, metric="ndcg@10", baselines=baselines)
+
+
+def test_batch_and_lr_scale_with_the_training_set(synth_data):
+    from reckd.train.loop import scaled
+    from reckd.train.student import StudentRuns
+    from reckd.train.plan import Run
+
+    base = TrainConfig(batch_size=1024, lr=1e-3)
+    assert scaled(base, 80_000) == base and scaled(base, 1_000_000) == base  # ML-100K: the chosen defaults
+    twenty = scaled(base, 20_000_000)  # 20M ratings: 32× the batch, √32× the lr
+    assert twenty.batch_size == 32768 and twenty.lr == pytest.approx(1e-3 * math.sqrt(32))
+    assert scaled(base, 10**9).batch_size == 65536  # capped
+    assert scaled(base, 20_000_000, lr=False).lr == 1e-3  # --lr given: kept
+    # distill applies it per genre unless --batch-size was given (scale=False); small genres keep theirs
+    config = DistillConfig(genres="all", methods=("kd",), seeds=(0,))
+    runs = StudentRuns(synth_data, type("Ref", (), {"sha256": "x"})(), config)
+    genre = synth_data.genres[0]
+    assert runs.config_of(Run(genre, "kd", 0))["train"]["lr"] == config.train.lr

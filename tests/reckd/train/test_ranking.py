@@ -68,3 +68,21 @@ def test_genre_with_one_user_and_bad_metric_names(tiny):
     for bad, message in (("map@10", "expected rmse or one of"), ("ndcg@0", "K ≥ 1"), ("ndcg@x", "integer K")):
         with pytest.raises(ReckdError, match=message):
             check_metric(bad)
+
+
+def test_user_sample_above_max_users(tiny):
+    # max_users=1: one of the two ranked users (user 1: 0.5 recall@2 / user 3: 1.0), the same one every time
+    table = {(1, 11): 3.0, (1, 12): 4.0, (1, 13): 3.0, (3, 12): 5.0, (3, 13): 5.0}
+    first = ranking_metrics(_scorer(table, tiny), tiny, "A", k=2, max_users=1)
+    assert first["ranked_users"] == 1 and first["recall@2"] in (0.5, 1.0)
+    assert ranking_metrics(_scorer(table, tiny), tiny, "A", k=2, max_users=1) == first
+    assert ranking_metrics(_scorer(table, tiny), tiny, "A", k=2, max_users=2)["ranked_users"] == 2
+
+
+def test_membership_by_binary_search_equals_isin():
+    from reckd.train.ranking import _member
+
+    generator = torch.Generator().manual_seed(0)
+    keys, pool = torch.randint(0, 50, (200,), generator=generator), torch.randint(0, 50, (30,), generator=generator)
+    assert torch.equal(_member(keys, torch.sort(pool).values), torch.isin(keys, pool))
+    assert not _member(keys, torch.empty(0, dtype=torch.long)).any()
