@@ -100,8 +100,8 @@ def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig
             workers: int | None = None, retrain_changed: bool = False) -> list[dict]:
     """Run every requested genre × method × seed not finished yet; return all runs' results (finished
     before or now). ``workers`` > 1 trains that many students at once in worker processes, each with an
-    equal share of the cores (and, on a GPU, sharing it). A run whose loss turns non-finite is reported on stderr, left unfinished,
-    and named in the error raised at the end. ``retrain_changed``: retrain runs recorded with other
+    equal share of the cores (and, on a GPU, sharing it). A run whose loss turns non-finite is reported
+    on stderr, left unfinished, and named in the error raised at the end. ``retrain_changed``: retrain runs recorded with other
     options instead of refusing them."""
     config.check()
     device = data.rating.device
