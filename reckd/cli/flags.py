@@ -77,11 +77,18 @@ def model_config(args: argparse.Namespace, base):
 def add_train(parser: argparse.ArgumentParser, who: str) -> None:
     """The optimisation flags of the model a command trains; unset flags keep the library's defaults."""
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
-    parser.add_argument("--batch-size", type=int, metavar="B", help=f"ratings per step for the {who} "
-                                                                      "(default: the config's)")
-    parser.add_argument("--lr", type=float, help=f"Adam's learning rate for the {who} (default: the config's)")
+    parser.add_argument("--batch-size", type=int, metavar="B", help=f"ratings per step for the {who} (default: "
+                                                                      "the config's, scaled up beyond 1M ratings)")
+    parser.add_argument("--lr", type=float, help=f"Adam's learning rate for the {who} (default: the config's, "
+                                                 "scaled with the batch)")
 
 
 def train_config(args: argparse.Namespace, base):
     """``base`` (a TrainConfig) with the training flags that were given; the config checks the ranges."""
     return _given(base, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+
+
+def scales(args: argparse.Namespace) -> bool:
+    """Whether the batch and learning rate scale with the training set (``reckd.train.loop.scaled``):
+    only while neither ``--batch-size`` nor ``--lr`` chooses them."""
+    return args.batch_size is None and args.lr is None

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from reckd.cli.flags import (add_device, add_methods, add_model, add_train, csv_list, method_options, model_config,
-                             train_config)
+                             scales, train_config)
 from reckd.errors import ReckdError
 
 
@@ -20,17 +20,13 @@ def _load(split_dir: str, device: str):
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from reckd.train.loop import scaled
     from reckd.train.teacher import PretrainConfig, pretrain
 
     config = PretrainConfig(restarts=args.restarts or PretrainConfig().restarts,
-                            combine=args.combine or PretrainConfig().combine)
+                            combine=args.combine or PretrainConfig().combine, scale=scales(args))
     config.model = model_config(args, config.model)
+    config.train = dataclasses.replace(train_config(args, config.train), seed=args.seed)
     data = _load(args.split_dir, args.device)
-    train = config.train
-    if args.batch_size is None:  # the default batch (and, unless --lr is given, lr) scale with the training set
-        train = scaled(train, int(data.rows("train", teacher_only=True).numel()), lr=args.lr is None)
-    config.train = dataclasses.replace(train_config(args, train), seed=args.seed)
     summary = pretrain(data, Path(args.out), config,
                        on_epoch=lambda r: print(f"epoch {r['epoch']:3d}  val RMSE {r['val_rmse']:.4f}",
                                                 file=sys.stderr, flush=True), retrain_changed=args.retrain_changed)
@@ -47,7 +43,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     from reckd.train.distill import DistillConfig, distill
 
     config = DistillConfig(genres=args.genres, methods=args.methods, seeds=args.seeds, augment=args.augment,
-                           options=method_options(args.set), scale=args.batch_size is None)
+                           options=method_options(args.set), scale=scales(args))
     config.model = model_config(args, config.model)
     config.train = train_config(args, config.train)
     config.check()  # before the split is loaded
@@ -81,7 +77,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from reckd.train.tune import DEFAULT_GRID, check_grid, render_tuned, tune
 
     config = DistillConfig(genres=args.genres, methods=args.methods, seeds=(args.seed,), augment=args.augment,
-                           options=method_options(args.set))
+                           options=method_options(args.set), scale=scales(args))
     config.model = model_config(args, config.model)
     config.train = train_config(args, config.train)
     grid = check_grid(grid_flags(args.grid) if args.grid else DEFAULT_GRID)

@@ -39,7 +39,7 @@ class DistillConfig:
     ``methods``: names from the loss registry, each optionally ``+aug`` (teacher-labelled
     augmentation with ``augment`` unrated pairs per rated pair, weight ``aug_weight``).
     ``scale``: the batch (and the learning rate, by its square root) grow with a genre's training set
-    beyond 1M ratings (:func:`reckd.train.loop.scaled`; off when ``--batch-size`` is given).
+    beyond 1M ratings (:func:`reckd.train.loop.scaled`; off when ``--batch-size`` or ``--lr`` is given).
     ``options``: per-method config overrides, ``{"kd": {"tau": "2"}}``.
     ``min_steps``: the batch shrinks (down to ``min_batch``) so that a small genre still takes at
     least this many optimiser steps per epoch. ``tuned``: values chosen by ``reckd tune`` per method spec
@@ -85,6 +85,9 @@ class DistillConfig:
                     tuned_value(key, value, f"--tuned ({method}, {genre_class})")
 
 
+GPU_WORKERS = 8
+
+
 def default_workers(device: torch.device) -> int:
     """One student process per core on the CPU (faster than threads for models this small). On a GPU,
     students this small leave it idle while the host prepares each step, so several processes share it:
@@ -93,16 +96,13 @@ def default_workers(device: torch.device) -> int:
     return cores if device.type == "cpu" else max(1, min(cores, GPU_WORKERS))
 
 
-GPU_WORKERS = 8
-
-
 def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, progress: bool = True,
             workers: int | None = None, retrain_changed: bool = False) -> list[dict]:
     """Run every requested genre × method × seed not finished yet; return all runs' results (finished
     before or now). ``workers`` > 1 trains that many students at once in worker processes, each with an
     equal share of the cores (and, on a GPU, sharing it). A run whose loss turns non-finite is reported
-    on stderr, left unfinished, and named in the error raised at the end. ``retrain_changed``: retrain runs recorded with other
-    options instead of refusing them."""
+    on stderr, left unfinished, and named in the error raised at the end. ``retrain_changed``: retrain
+    runs recorded with other options instead of refusing them."""
     config.check()
     device = data.rating.device
     workers = default_workers(device) if workers is None else workers

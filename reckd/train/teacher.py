@@ -20,7 +20,7 @@ from reckd.losses import Dims, HeadSpec, Outputs, get, make_config
 from reckd.models.ensemble import Ensemble
 from reckd.models.ranker import Ranker, RankerConfig, count_parameters
 from reckd.train.io import read_json, write_json, write_torch
-from reckd.train.loop import TrainConfig, fit, pair_scorer, predict_rows, rmse
+from reckd.train.loop import TrainConfig, fit, pair_scorer, predict_rows, rmse, scaled
 from reckd.train.plan import differences, normal
 from reckd.train.ranking import ranking_metrics
 
@@ -30,13 +30,16 @@ class PretrainConfig:
     """The teacher's architecture and optimisation (chosen on validation RMSE only).
     ``restarts``: train this many times from seeds ``seed, seed+1, …``; ``combine``: keep the start
     with the best validation RMSE (``best``) or all of them as one :class:`Ensemble` predicting their
-    mean (``mean``; with one start, that start)."""
+    mean (``mean``; with one start, that start). ``scale``: beyond 1M training ratings the batch and
+    learning rate grow with the set (:func:`reckd.train.loop.scaled`; the CLI turns it off when
+    ``--batch-size`` or ``--lr`` is given); ``config.json`` records the values trained with."""
 
     model: RankerConfig = field(default_factory=RankerConfig.teacher)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=60, batch_size=1024, lr=1e-3, weight_decay=1e-3, patience=10, seed=0))
     restarts: int = 5
     combine: Literal["best", "mean"] = "mean"
+    scale: bool = True
 
     def __post_init__(self) -> None:
         if self.restarts < 1:
@@ -65,6 +68,9 @@ def pretrain(data: SplitData, out: Path, config: PretrainConfig | None = None,
     result returned, ``reused: True``); one of another configuration is an error naming the keys that
     differ, unless ``retrain_changed``."""
     config = config or PretrainConfig()
+    if config.scale:
+        rows = int(data.rows("train", teacher_only=True).numel())
+        config = dataclasses.replace(config, train=scaled(config.train, rows))
     with claim(out, "reckd pretrain") as out:
         requested = normal(_recorded_config(data, config))
         if (out / "result.json").is_file() and (out / "config.json").is_file():

@@ -216,7 +216,14 @@ def test_batch_and_lr_scale_with_the_training_set(synth_data):
     twenty = scaled(base, 20_000_000)  # 20M ratings: 32× the batch, √32× the lr
     assert twenty.batch_size == 32768 and twenty.lr == pytest.approx(1e-3 * math.sqrt(32))
     assert scaled(base, 10**9).batch_size == 65536  # capped
-    assert scaled(base, 20_000_000, lr=False).lr == 1e-3  # --lr given: kept
+    assert scaled(base, 20_000_000, lr=False).lr == 1e-3  # a tuned lr: kept
+    # the CLI scales only while neither --batch-size nor --lr chooses the optimisation
+    import argparse
+    from reckd.cli.flags import scales
+
+    assert scales(argparse.Namespace(batch_size=None, lr=None))
+    assert not scales(argparse.Namespace(batch_size=None, lr=1e-3))
+    assert not scales(argparse.Namespace(batch_size=512, lr=None))
     # distill applies it per genre unless --batch-size was given (scale=False); small genres keep theirs
     config = DistillConfig(genres="all", methods=("kd",), seeds=(0,))
     runs = StudentRuns(synth_data, type("Ref", (), {"sha256": "x"})(), config)
