@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ReckdError, DataPrepError) as error:
         print(f"reckd: error: {error}", file=sys.stderr)
         return 1
+    finally:  # a torchrun rank leaves its process group cleanly
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 

@@ -12,24 +12,36 @@ from reckd.cli.flags import (add_device, add_methods, add_model, add_train, csv_
 from reckd.errors import ReckdError
 
 
-def _load(split_dir: str, device: str):
+def _load(split_dir: str, device: str, world=None):
     from reckd.data.split import load_split
     from reckd.train.device import resolve_device
 
-    return load_split(split_dir).to(resolve_device(device))
+    return load_split(split_dir).to(world.device if world is not None else resolve_device(device))
+
+
+def _world(device: str):
+    """The ``torchrun`` world this process belongs to (None in a plain single-process run)."""
+    from reckd.train.distributed import world_from_env
+
+    return world_from_env(device)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from reckd.train.teacher import PretrainConfig, pretrain
 
     config = PretrainConfig(restarts=args.restarts or PretrainConfig().restarts,
-                            combine=args.combine or PretrainConfig().combine, scale=scales(args))
+                            combine=args.combine or PretrainConfig().combine, scale=scales(args),
+                            embedding_optimizer=args.embedding_optimizer, sharding=args.sharding)
     config.model = model_config(args, config.model)
     config.train = dataclasses.replace(train_config(args, config.train), seed=args.seed)
-    data = _load(args.split_dir, args.device)
+    world = _world(args.device)
+    data = _load(args.split_dir, args.device, world)
     summary = pretrain(data, Path(args.out), config,
                        on_epoch=lambda r: print(f"epoch {r['epoch']:3d}  val RMSE {r['val_rmse']:.4f}",
-                                                file=sys.stderr, flush=True), retrain_changed=args.retrain_changed)
+                                                file=sys.stderr, flush=True), retrain_changed=args.retrain_changed,
+                       world=world)
+    if world is not None and not world.main:
+        return
     if summary.get("reused"):
         print(f"reckd pretrain: {args.out} holds a finished teacher with these options; reusing it", file=sys.stderr)
     kept = (f"mean of {config.restarts} restarts, best validation epochs {summary['best_epoch']}"
@@ -47,14 +59,16 @@ def cmd_distill(args: argparse.Namespace) -> None:
     config.model = model_config(args, config.model)
     config.train = train_config(args, config.train)
     config.check()  # before the split is loaded
-    data = _load(args.split_dir, args.device)
+    world = _world(args.device)
+    data = _load(args.split_dir, args.device, world)
     if args.tuned:
         from reckd.train.tune import load_tuned
 
         config.tuned = load_tuned(Path(args.tuned), data, Path(args.teacher), config)
     results = distill(data, Path(args.teacher), Path(args.out), config, progress=not args.quiet,
-                      workers=args.workers, retrain_changed=args.retrain_changed)
-    print(f"{len(results)} runs finished -> {args.out}", file=sys.stderr)
+                      workers=args.workers, retrain_changed=args.retrain_changed, world=world)
+    if world is None or world.main:
+        print(f"{len(results)} runs finished -> {args.out}", file=sys.stderr)
 
 
 def grid_flags(pairs: list[str]) -> dict[str, tuple[str, ...]]:
@@ -103,6 +117,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_train(p, "teacher")
     add_model(p, "teacher")
     add_device(p)
+    p.add_argument("--embedding-optimizer", choices=("adam", "adagrad"), default="adam",
+                   help="the embedding tables' optimiser (default adam; a teacher sharded by torchrun on CPUs "
+                        "needs adagrad, which fbgemm's CPU kernels support)")
+    from reckd.train.distributed import SHARDINGS
+
+    p.add_argument("--sharding", choices=SHARDINGS, default="auto",
+                   help="under torchrun: how the embedding tables are sharded (default auto: torchrec's planner "
+                        "chooses)")
     p.add_argument("--retrain-changed", action="store_true",
                    help="train again when OUT holds a teacher made with other options (default: refuse)")
     p.set_defaults(func=cmd_pretrain)

@@ -187,7 +187,9 @@ class Ranker(RatingHead):
 
     def lower(self, kjt: KeyedJaggedTensor) -> Tensor:
         pooled = self.ebc(kjt)
-        embeddings = pooled.values()
+        # in the model's feature order: a sharded EBC (DistributedModelParallel) groups its keys by shard
+        embeddings = (pooled.values() if pooled.keys() == self.feature_names
+                      else torch.cat([pooled[name] for name in self.feature_names], dim=1))
         arch = self.config.arch
         if arch == "mlp":
             x = torch.cat([embeddings, pooled["user"] * pooled["item"]], dim=1)

@@ -8,6 +8,7 @@ teacher fingerprints and every run ever requested into the folder (what ``report
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -15,6 +16,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -27,10 +29,13 @@ from reckd.losses import make_config, split_spec
 from reckd.models.ranker import RankerConfig
 from reckd.train.io import read_json, write_json
 from reckd.train.loop import NonFiniteLoss, TrainConfig
-from reckd.train.plan import Run, make_plan, select_genres, unique
+from reckd.train.plan import Plan, Run, make_plan, select_genres, unique
 from reckd.train.pool import run_in_workers
 from reckd.train.student import StudentRuns, student_runs, tuned_value
 from reckd.train.teacher import teacher_ref
+
+if TYPE_CHECKING:
+    from reckd.train.distributed import World
 
 
 @dataclass
@@ -91,18 +96,23 @@ GPU_WORKERS = 8
 def default_workers(device: torch.device) -> int:
     """One student process per core on the CPU (faster than threads for models this small). On a GPU,
     students this small leave it idle while the host prepares each step, so several processes share it:
-    one per core up to :data:`GPU_WORKERS` (chosen by measurement, README "Speed")."""
-    cores = os.cpu_count() or 1
+    one per core up to :data:`GPU_WORKERS` (chosen by measurement, README "Speed"). Under ``torchrun``
+    the machine's cores are split between its ranks (``LOCAL_WORLD_SIZE``)."""
+    cores = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return cores if device.type == "cpu" else max(1, min(cores, GPU_WORKERS))
 
 
 def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, progress: bool = True,
-            workers: int | None = None, retrain_changed: bool = False) -> list[dict]:
+            workers: int | None = None, retrain_changed: bool = False, world: World | None = None) -> list[dict]:
     """Run every requested genre × method × seed not finished yet; return all runs' results (finished
     before or now). ``workers`` > 1 trains that many students at once in worker processes, each with an
     equal share of the cores (and, on a GPU, sharing it). A run whose loss turns non-finite is reported
     on stderr, left unfinished, and named in the error raised at the end. ``retrain_changed``: retrain
-    runs recorded with other options instead of refusing them."""
+    runs recorded with other options instead of refusing them.
+
+    ``world`` (under ``torchrun``): rank 0 holds the folder, plans the runs and builds the teacher-output
+    cache; the pending runs are dealt out over the ranks of all nodes (each run trained by exactly one
+    rank, into the shared ``out``), and every rank returns all results."""
     config.check()
     device = data.rating.device
     workers = default_workers(device) if workers is None else workers
@@ -110,27 +120,48 @@ def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig
         raise ReckdError(f"--workers: expected at least 1, found {workers}")
     genres = select_genres(data, config.genres)
     ref = teacher_ref(teacher_dir, data)
+    if world is not None:
+        world.agree("the split's fingerprint", data.fingerprint)
+        world.agree("the teacher's checkpoint (SHA-256)", ref.sha256)
     students = StudentRuns(data, ref, config)
     runs = [Run(g, m, s) for g in genres for m in config.methods for s in config.seeds]
     requested = {run: students.config_of(run) for run in runs}  # a run without tuned values stops here
-    with claim(out, "reckd distill") as out:
+
+    def planned(out: Path) -> Plan:
         header = _header(out, data, ref, config, runs)
         plan = make_plan(out, runs, requested.__getitem__, students.rows, retrain_changed)
         write_json(out / "distill.json", header)
-        bar = tqdm(total=len(runs), initial=len(plan.finished), desc="distill", unit="run", disable=not progress,
-                   file=sys.stderr)
-        if workers > 1 and len(plan.pending) > 1:
+        return plan
+
+    with contextlib.ExitStack() as stack:
+        if world is None:
+            out = stack.enter_context(claim(out, "reckd distill"))
+            plan = planned(out)
+            mine = plan.pending
+        else:  # rank 0 holds the folder, plans and builds the cache; its errors stop every rank
+            out = world.from_main(lambda: stack.enter_context(claim(out, "reckd distill")))
+            plan = world.from_main(lambda: planned(out))
+            if world.main and plan.pending:
+                students.cache
+            world.barrier()
+            mine = plan.pending[world.rank::world.size]
+        main = world is None or world.main
+        bar = tqdm(total=len(runs), initial=len(plan.finished), desc="distill", unit="run",
+                   disable=not (progress and main), file=sys.stderr)
+        if workers > 1 and len(mine) > 1:
             threads = max(1, torch.get_num_threads() // workers)
             students.cache  # built once here, before the workers read it
             recipe = functools.partial(_worker, str(data.path), str(device), ref, config, threads, out)
-            outcomes = run_in_workers(recipe, plan.pending, min(workers, len(plan.pending)))
+            outcomes = run_in_workers(recipe, mine, min(workers, len(mine)))
         else:
-            outcomes = (students(run, out) for run in plan.pending)
+            outcomes = (students(run, out) for run in mine)
         done = []
         for outcome in outcomes:
             done.append(outcome)
-            bar.update()
+            bar.update(world.size if world is not None else 1)  # rank 0's progress stands for every rank's
         bar.close()
+        if world is not None:  # every rank's outcomes, on every rank
+            done = [outcome for outcomes in world.all_objects(done) for outcome in outcomes]
     failed = [o for o in done if isinstance(o, str)]
     for message in failed:
         print(f"reckd distill: run {message}", file=sys.stderr)

@@ -24,11 +24,12 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchrec import EmbeddingBagCollection
 
 from reckd.data.source import BatchSource, PairSource, RatingSource, rmse
 from reckd.data.split import SplitData
@@ -37,6 +38,9 @@ from reckd.losses.base import Method, Teacher
 from reckd.losses.common import teacher_label_loss
 from reckd.models.contract import Outputs
 from reckd.train.io import append_jsonl, write_torch
+
+if TYPE_CHECKING:
+    from reckd.train.distributed import World
 
 __all__ = ["Augmentation", "Augmenter", "FitResult", "NonFiniteLoss", "TeacherView", "TrainConfig", "Unlabelled",
            "evaluate", "fit", "predict", "predict_rows", "rmse", "scaled", "train"]
@@ -217,9 +221,17 @@ class Unlabelled:
 
 # ---------------------------------------------------------------- inference
 @torch.no_grad()
-def predict(model: nn.Module, method: Method | None, source: BatchSource, rows: Tensor) -> Tensor:
+def predict(model: nn.Module, method: Method | None, source: BatchSource, rows: Tensor,
+            world: "World | None" = None) -> Tensor:
     """Teacher-free predictions on ``rows``: ``method.predict`` on the model's outputs (the model's own
-    prediction when ``method`` is None), in eval mode, ``source.chunk`` rows at a time."""
+    prediction when ``method`` is None), in eval mode, ``source.chunk`` rows at a time. With ``world``
+    (a sharded model), every rank predicts its part of ``rows`` and every rank gets all predictions."""
+    if world is not None:
+        part = world.part(rows)
+        # every rank runs the same number of forward passes (the sharded lookups are collective)
+        chunks = max(1, math.ceil(math.ceil(rows.numel() / world.size) / source.chunk))
+        out = [predict(model, method, source, piece) for piece in part.tensor_split(chunks)]
+        return world.gather(torch.cat(out))
     modes = [(m, m.training) for top in (model, method) if top is not None for m in top.modules()]
     for m, _ in modes:
         m.training = False
@@ -234,9 +246,10 @@ def predict(model: nn.Module, method: Method | None, source: BatchSource, rows: 
     return torch.cat(out)
 
 
-def evaluate(model: nn.Module, method: Method | None, source: BatchSource, rows: Tensor) -> float:
+def evaluate(model: nn.Module, method: Method | None, source: BatchSource, rows: Tensor,
+             world: "World | None" = None) -> float:
     """The source's metric of the teacher-free predictions on ``rows``."""
-    return source.score(predict(model, method, source, rows), rows)
+    return source.score(predict(model, method, source, rows, world), rows)
 
 
 def predict_rows(model: nn.Module, method: Method | None, data: SplitData, rows: Tensor,
@@ -255,11 +268,33 @@ def pair_scorer(model: nn.Module, method: Method | None, data: SplitData) -> Cal
 
 
 # ---------------------------------------------------------------- the loop
+def _optimizers(model: nn.Module, method: Method, config: TrainConfig, device: torch.device,
+                embedding_optimizer: str) -> list[torch.optim.Optimizer]:
+    """Adam over every trainable parameter — or, with ``embedding_optimizer="adagrad"``, Adagrad over
+    the embedding tables (what fbgemm's sharded CPU tables support, so one process can train the model
+    that ``torchrun`` trains) and Adam over the rest. Tables whose optimiser is fused into the backward
+    pass (sharded by ``DistributedModelParallel``) are left out."""
+    params = [p for p in itertools.chain(model.parameters(), method.parameters())
+              if p.requires_grad and not hasattr(p, "_in_backward_optimizers")]
+    # the fused kernel on CUDA (one launch for all parameters); the default foreach one elsewhere
+    fused = True if device.type == "cuda" else None
+    if embedding_optimizer == "adam":
+        return [torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)]
+    if embedding_optimizer != "adagrad":
+        raise ReckdError(f"--embedding-optimizer: expected adam or adagrad, found {embedding_optimizer!r}")
+    tables = {id(p) for m in model.modules() if isinstance(m, EmbeddingBagCollection) for p in m.parameters()}
+    dense = [p for p in params if id(p) not in tables]
+    embeddings = [p for p in params if id(p) in tables]
+    return [torch.optim.Adam(dense, lr=config.lr, weight_decay=config.weight_decay, fused=fused),
+            *([torch.optim.Adagrad(embeddings, lr=config.lr, weight_decay=config.weight_decay)] if embeddings else [])]
+
+
 def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Tensor, val_rows: Tensor,
           config: TrainConfig, teacher: TeacherView | StepTeacher | None = None,
           augmentation: Augmenter | None = None, run_dir: Path | None = None,
           on_epoch: Callable[[dict], None] | None = None,
-          ties: Literal["earlier", "later"] = "earlier") -> FitResult:
+          ties: Literal["earlier", "later"] = "earlier", world: "World | None" = None,
+          embedding_optimizer: str = "adam") -> FitResult:
     """Train ``model`` (and ``method``'s extras) on ``train_rows`` of ``source``; keep the epoch with
     the best validation metric. ``ties``: which epoch a tie keeps — ``earlier`` (a new best must be
     strictly better; ratings, where RMSE hardly ever ties) or ``later`` (a tie is a new best and
@@ -267,20 +302,25 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
     :class:`TeacherView` (the loop prepares the method with the teacher's outputs on ``train_rows``),
     or a function ``(rows, inputs) -> Teacher`` whose caller has run ``method.prepare``. With
     ``run_dir``, every epoch appends to ``metrics.jsonl`` and each new best writes ``checkpoint.pt``
-    atomically. Shuffling and augmentation draws use a generator seeded with ``config.seed``."""
+    atomically. Shuffling and augmentation draws use a generator seeded with ``config.seed``.
+    ``world``: ``model`` is sharded (:func:`reckd.train.distributed.shard`) over the ranks of
+    ``torchrun``; each rank computes its share of every batch of ``config.batch_size`` rows (a multiple
+    of the world size), validation is reduced over the ranks, rank 0 writes the metrics and the best
+    epoch is a sharded checkpoint ``checkpoint/``. ``embedding_optimizer``: see :func:`_optimizers`."""
     if ties not in ("earlier", "later"):
         raise ValueError(f"ties: expected 'earlier' or 'later', found {ties!r}")
     device = source.device
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     step_teacher = _step_teacher(teacher, method, source, train_rows) if teacher is not None else None
-    params = [p for p in itertools.chain(model.parameters(), method.parameters()) if p.requires_grad]
-    # the fused kernel on CUDA (one launch for all parameters); the default foreach one elsewhere
-    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay,
-                                 fused=True if device.type == "cuda" else None)
+    if world is not None and config.batch_size % world.size:
+        raise ReckdError(f"--batch-size {config.batch_size}: expected a global batch that the world size "
+                         f"{world.size} divides")
+    optimizers = _optimizers(model, method, config, device, embedding_optimizer)
     lower = source.lower_is_better
-    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min" if lower else "max", factor=0.5,
-                                                          patience=config.lr_patience - 1)
+    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizers[0], mode="min" if lower else "max",
+                                                          factor=0.5, patience=config.lr_patience - 1)
                if config.lr_patience > 0 else None)
+    writes = run_dir is not None and (world is None or world.main)
     best = FitResult(0, math.inf if lower else -math.inf, 0, 0.0, {}, source.metric)
     started = time.perf_counter()
     aug_term = augmentation.start(model, method, source, generator) if augmentation is not None else None
@@ -288,23 +328,31 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
     method.train()
     for epoch in range(1, config.epochs + 1):
         positions = torch.randperm(train_rows.numel(), generator=generator).to(device)
+        if world is not None:  # every rank a share of every step: the last rows%size rows wait for the next epoch
+            positions = positions[:positions.numel() - positions.numel() % world.size]
         order = train_rows[positions]
         # the step never waits for the device: loss terms are kept as tensors and read once per epoch
         history: list[dict[str, Tensor]] = []
         for start in range(0, order.numel(), config.batch_size):
             rows = order[start:start + config.batch_size]
+            at = positions[start:start + config.batch_size]
+            if world is not None:
+                rows, at = world.share(rows), world.share(at)
             inputs, labels = source.batch(rows)
             student = model(inputs)
-            at = positions[start:start + config.batch_size]
             terms = method(student, step_teacher(rows, at, inputs) if step_teacher is not None else None, labels)
             if aug_term is not None:
                 terms["aug"] = aug_term(rows)
             loss = sum(terms.values())
-            optimizer.zero_grad(set_to_none=True)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            for optimizer in optimizers:
+                optimizer.step()
             history.append({k: v.detach() for k, v in terms.items()})
         per_step = {k: torch.stack([h[k] for h in history]) for k in history[0]}
+        if world is not None:  # the ranks' mean loss per step: every rank sees (and stops on) the same
+            per_step = {k: world.mean(v) for k, v in per_step.items()}
         finite = torch.isfinite(torch.stack(list(per_step.values())).sum(0))
         if not bool(finite.all()):  # the first bad step, reported once the epoch is over
             step = int((~finite).nonzero()[0])
@@ -312,15 +360,15 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
                 f"epoch {epoch}, step {step + 1}: loss is {sum(v[step] for v in per_step.values()).item()} "
                 f"({', '.join(f'{k}={v[step].item():.4g}' for k, v in per_step.items())}); "
                 f"the best checkpoint so far (epoch {best.best_epoch}) is kept")
-        val = evaluate(model, method, source, val_rows)
+        val = evaluate(model, method, source, val_rows, world)
         if not math.isfinite(val):
             raise NonFiniteLoss(f"epoch {epoch}: validation {source.metric} is {val}; the best checkpoint so far "
                                 f"(epoch {best.best_epoch}) is kept")
         record = {"epoch": epoch, f"val_{source.metric}": val, "seconds": time.perf_counter() - started,
                   **{f"loss_{k}": float(v.sum()) / len(v) for k, v in per_step.items()}}
-        if run_dir is not None:
+        if writes:
             append_jsonl(run_dir / "metrics.jsonl", record)
-        if on_epoch is not None:
+        if on_epoch is not None and (world is None or world.main):
             on_epoch(record)
         best.epochs_run = epoch
         if plateau is not None:
@@ -329,7 +377,11 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
         if better or (ties == "later" and val == best.best_val):
             best.best_epoch, best.best_val = epoch, val
             best.state = {"model": copy.deepcopy(model.state_dict()), "method": copy.deepcopy(method.state_dict())}
-            if run_dir is not None:
+            if world is not None and run_dir is not None:
+                from reckd.train.distributed import save_sharded
+
+                save_sharded(model, run_dir / "checkpoint", world, {"epoch": epoch, f"val_{source.metric}": val})
+            elif run_dir is not None:
                 write_torch(run_dir / "checkpoint.pt", {**best.state, "epoch": epoch, f"val_{source.metric}": val})
         elif epoch - best.best_epoch >= config.patience:
             break
@@ -341,7 +393,8 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
 
 def fit(model: nn.Module, method: Method, data: SplitData, train_rows: Tensor, val_rows: Tensor,
         config: TrainConfig, teacher: TeacherView | None = None, augmentation: Augmentation | None = None,
-        run_dir: Path | None = None, on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+        run_dir: Path | None = None, on_epoch: Callable[[dict], None] | None = None,
+        world: "World | None" = None, embedding_optimizer: str = "adam") -> FitResult:
     """:func:`train` on the rating rows of a split (validation metric: RMSE)."""
     return train(model, method, RatingSource(data), train_rows, val_rows, config, teacher, augmentation,
-                 run_dir, on_epoch)
+                 run_dir, on_epoch, world=world, embedding_optimizer=embedding_optimizer)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -22,6 +23,9 @@ from reckd.models.ranker import Ranker, RankerConfig, count_parameters
 from reckd.train.io import read_json, write_json, write_torch
 from reckd.train.loop import TrainConfig, fit, pair_scorer, predict_rows, rmse, scaled
 from reckd.train.plan import differences, normal
+
+if TYPE_CHECKING:
+    from reckd.train.distributed import World
 from reckd.train.ranking import ranking_metrics
 
 
@@ -32,7 +36,10 @@ class PretrainConfig:
     with the best validation RMSE (``best``) or all of them as one :class:`Ensemble` predicting their
     mean (``mean``; with one start, that start). ``scale``: beyond 1M training ratings the batch and
     learning rate grow with the set (:func:`reckd.train.loop.scaled`; the CLI turns it off when
-    ``--batch-size`` or ``--lr`` is given); ``config.json`` records the values trained with."""
+    ``--batch-size`` or ``--lr`` is given); ``config.json`` records the values trained with.
+    ``embedding_optimizer``: ``adam`` (everything) or ``adagrad`` for the embedding tables (what a sharded
+    teacher on CPUs needs); ``sharding``: how ``torchrun`` shards the tables (``auto``: torchrec's
+    planner chooses; :data:`reckd.train.distributed.SHARDINGS`)."""
 
     model: RankerConfig = field(default_factory=RankerConfig.teacher)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
@@ -40,12 +47,20 @@ class PretrainConfig:
     restarts: int = 5
     combine: Literal["best", "mean"] = "mean"
     scale: bool = True
+    embedding_optimizer: Literal["adam", "adagrad"] = "adam"
+    sharding: str = "auto"
 
     def __post_init__(self) -> None:
         if self.restarts < 1:
             raise ReckdError(f"--restarts: expected at least 1, found {self.restarts}")
         if self.combine not in ("best", "mean"):
             raise ReckdError(f"--combine: expected 'best' or 'mean', found {self.combine!r}")
+        if self.embedding_optimizer not in ("adam", "adagrad"):
+            raise ReckdError(f"--embedding-optimizer: expected adam or adagrad, found {self.embedding_optimizer!r}")
+        from reckd.train.distributed import SHARDINGS
+
+        if self.sharding not in SHARDINGS:
+            raise ReckdError(f"--sharding: expected one of {', '.join(SHARDINGS)}, found {self.sharding!r}")
 
 
 def is_ensemble(combine: str, restarts: int) -> bool:
@@ -59,57 +74,111 @@ def ranker_features(data: SplitData) -> list[tuple[str, int]]:
 
 
 def pretrain(data: SplitData, out: Path, config: PretrainConfig | None = None,
-             on_epoch=None, retrain_changed: bool = False) -> dict:
+             on_epoch=None, retrain_changed: bool = False, world: World | None = None) -> dict:
     """Train the teacher on the training ratings of every genre except the holdout genres; early
     stopping on the validation ratings of the same genres. Writes ``out/``: ``config.json``,
     ``restart<k>/metrics.jsonl`` and ``restart<k>/checkpoint.pt`` per start, ``checkpoint.pt`` (the
     teacher: the best start's best epoch, or the ensemble) and ``result.json`` (overall and per-genre
     RMSE). A folder holding a finished teacher of the same configuration is reused as it is (its
     result returned, ``reused: True``); one of another configuration is an error naming the keys that
-    differ, unless ``retrain_changed``."""
+    differ, unless ``retrain_changed``.
+
+    ``world`` (under ``torchrun``): every start is sharded over the ranks
+    (:func:`reckd.train.distributed.shard`), each rank computing its share of every global batch; rank 0
+    holds the folder, writes the files, gathers the unsharded teacher into ``checkpoint.pt`` and
+    computes the result, which every rank returns. Each start's best epoch is also kept sharded
+    (``restart<k>/checkpoint/``, :func:`reckd.train.distributed.load_sharded` reads it in one process)."""
     config = config or PretrainConfig()
     if config.scale:
         rows = int(data.rows("train", teacher_only=True).numel())
         config = dataclasses.replace(config, train=scaled(config.train, rows))
-    with claim(out, "reckd pretrain") as out:
-        requested = normal(_recorded_config(data, config))
-        if (out / "result.json").is_file() and (out / "config.json").is_file():
-            recorded = read_json(out / "config.json", "the teacher's config")
-            recorded = {**recorded, "split": requested["split"]}  # the split is known by its fingerprint, not path
-            if recorded == requested:
-                return {**read_json(out / "result.json", "the teacher's result"), "reused": True}
-            if not retrain_changed:
-                raise ReckdError(f"{out}: holds a teacher made with other options than requested: "
-                                 f"{'; '.join(differences(recorded, requested))}; use a new --out, or "
-                                 f"--retrain-changed to train this one again")
-        return _pretrain(data, out, config, requested, on_epoch)
+    if world is not None:
+        if config.train.batch_size % world.size:  # the same on every rank: no need to agree first
+            raise ReckdError(f"--batch-size {config.train.batch_size}: expected a global batch that the world "
+                             f"size {world.size} divides")
+        world.agree("the split's fingerprint", data.fingerprint)
+    requested = normal(_recorded_config(data, config, world))
+    with contextlib.ExitStack() as stack:
+        if world is None:
+            out = stack.enter_context(claim(out, "reckd pretrain"))
+            reused = _reusable(out, requested, retrain_changed)
+        else:  # rank 0 holds the folder and decides; its errors stop every rank
+            out = world.from_main(lambda: stack.enter_context(claim(out, "reckd pretrain")))
+            reused = world.from_main(lambda: _reusable(out, requested, retrain_changed))
+        if reused is not None:
+            return reused
+        return _pretrain(data, out, config, requested, on_epoch, world)
 
 
-def _recorded_config(data: SplitData, config: PretrainConfig) -> dict:
-    """What ``config.json`` records: the teacher's whole configuration and the split it learns."""
+def _reusable(out: Path, requested: dict, retrain_changed: bool) -> dict | None:
+    """The result of a finished teacher in ``out`` made with the requested options (None: train one)."""
+    if (out / "result.json").is_file() and (out / "config.json").is_file():
+        recorded = read_json(out / "config.json", "the teacher's config")
+        recorded = {**recorded, "split": requested["split"]}  # the split is known by its fingerprint, not path
+        if recorded == requested:
+            return {**read_json(out / "result.json", "the teacher's result"), "reused": True}
+        if not retrain_changed:
+            raise ReckdError(f"{out}: holds a teacher made with other options than requested: "
+                             f"{'; '.join(differences(recorded, requested))}; use a new --out, or "
+                             f"--retrain-changed to train this one again")
+    return None
+
+
+def _recorded_config(data: SplitData, config: PretrainConfig, world: World | None = None) -> dict:
+    """What ``config.json`` records: the teacher's whole configuration and the split it learns. The
+    embedding optimiser, world size and sharding are recorded only when not the defaults (adam, one
+    process), so teachers made before those options stay reusable."""
     return {"model": dataclasses.asdict(config.model), "train": dataclasses.asdict(config.train),
             "restarts": config.restarts, "combine": config.combine, "split": str(data.path),
             "split_fingerprint": data.fingerprint, "features": ranker_features(data), "levels": list(data.levels),
-            "reckd_version": __version__}
+            "reckd_version": __version__,
+            **({"embedding_optimizer": config.embedding_optimizer} if config.embedding_optimizer != "adam" else {}),
+            **({"world_size": world.size, "sharding": config.sharding} if world is not None else {})}
 
 
-def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict, on_epoch) -> dict:
+def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict, on_epoch,
+              world: World | None = None) -> dict:
     fingerprint = data.fingerprint
-    (out / "result.json").unlink(missing_ok=True)  # the folder is a finished teacher only once result.json is back
-    write_json(out / "config.json", recorded)
+    main = world is None or world.main
+    if main:
+        (out / "result.json").unlink(missing_ok=True)  # the folder is a finished teacher only once result.json is back
+        write_json(out / "config.json", recorded)
     head = HeadSpec("rating", data.levels)
-    starts = []
+    starts, plans = [], []
     for restart in range(config.restarts):
         train = dataclasses.replace(config.train, seed=config.train.seed + restart)
         run_dir = out / f"restart{restart}"
-        run_dir.mkdir(exist_ok=True)
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        torch.manual_seed(train.seed)
+        if main:
+            run_dir.mkdir(exist_ok=True)
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        if world is not None:
+            world.barrier()
+        torch.manual_seed(train.seed)  # the same initial weights on every rank
         model = Ranker(config.model, ranker_features(data), data.levels, device=data.rating.device)
+        trained = model
+        if world is not None:
+            from reckd.train.distributed import describe, full_state, shard
+
+            trained = shard(model, world, config.embedding_optimizer, train.lr, train.weight_decay, config.sharding)
+            plans.append(describe(trained, world)["plan"])
         none = get("none")(make_config("none"), Dims(*model.dims), Dims(*model.dims), head)
-        result = fit(model, none, data, data.rows("train", teacher_only=True), data.rows("val", teacher_only=True),
-                     train, run_dir=run_dir, on_epoch=on_epoch)
+        result = fit(trained, none, data, data.rows("train", teacher_only=True), data.rows("val", teacher_only=True),
+                     train, run_dir=run_dir, on_epoch=on_epoch, world=world,
+                     embedding_optimizer=config.embedding_optimizer)
+        if world is not None:  # the unsharded best epoch, on rank 0
+            state = full_state(trained, world)
+            model = Ranker(config.model, ranker_features(data), data.levels, device=data.rating.device)
+            if main:
+                model.load_state_dict(state)
         starts.append((result, model))
+    if world is not None:
+        return world.from_main(lambda: _finish(data, out, config, starts, fingerprint, plans))
+    return _finish(data, out, config, starts, fingerprint, plans)
+
+
+def _finish(data: SplitData, out: Path, config: PretrainConfig, starts: list, fingerprint: str,
+            plans: list[dict]) -> dict:
+    """Combine the starts into the teacher, score it and write ``checkpoint.pt`` and ``result.json``."""
     val_rows, test_rows = data.rows("val", teacher_only=True), data.rows("test", teacher_only=True)
     if is_ensemble(config.combine, config.restarts):
         model = Ensemble([m for _, m in starts])
@@ -132,6 +201,7 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
         "seconds": sum(r.seconds for r, _ in starts),
         "parameters": count_parameters(model),
         "genres": genre_rmse(model, data),
+        **({"sharding": plans[0]} if plans else {}),
     }
     write_torch(out / "checkpoint.pt", {"model": model.state_dict(), "epoch": epochs, "val_rmse": val})
     write_json(out / "result.json", summary)

@@ -1,0 +1,200 @@
+"""torchrun + gloo on the CPU: a sharded teacher learns what one process learns, distillation over ranks
+gives the same runs, sharded checkpoints load into one process, and bad set-ups are refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from reckd.errors import ReckdError
+from reckd.train.distributed import World, load_sharded, shard, world_from_env
+
+SMALL = ("--restarts", "1", "--epochs", "3", "--batch-size", "512", "--lr", "3e-3", "--embedding-optimizer", "adagrad",
+         "--embedding-dim", "16", "--hidden", "32,16")
+
+
+def _torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node N -m reckd ARGS``, as a user launches it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "reckd", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def sharded_teacher(synth_split, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sharded") / "teacher"
+    done = _torchrun("pretrain", str(synth_split), "--out", str(out), *SMALL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done
+
+
+def test_two_gloo_ranks_train_the_teacher_of_one_process(sharded_teacher, synth_data, tmp_path, one_thread):
+    from reckd.models.ranker import RankerConfig
+    from reckd.train.loop import TrainConfig
+    from reckd.train.teacher import PretrainConfig, pretrain
+
+    out, done = sharded_teacher
+    assert done.stdout.count("teacher: test RMSE") == 1  # rank 0 reports, once
+    config = PretrainConfig(restarts=1, scale=False, embedding_optimizer="adagrad",
+                            model=dataclasses.replace(RankerConfig.teacher(), embedding_dim=16, hidden=(32, 16)),
+                            train=dataclasses.replace(PretrainConfig().train, epochs=3, batch_size=512, lr=3e-3))
+    one = pretrain(synth_data, tmp_path / "one", config)
+    two = json.loads((out / "result.json").read_text())
+    assert abs(two["test_rmse"] - one["test_rmse"]) <= 0.01, (two["test_rmse"], one["test_rmse"])
+    assert two["test_rmse"] < 1.0  # it learnt (the synthetic ratings' spread is about 1.1)
+    # every table of the embedding collection is sharded on one rank or the other, as torchrec planned it
+    features = [name for name, _ in json.loads((out / "config.json").read_text())["features"]]
+    assert set(two["sharding"]) == {f"ebc.t_{name}" for name in features}
+    assert {r for spec in two["sharding"].values() for r in spec["ranks"]} == {0, 1}
+    recorded = json.loads((out / "config.json").read_text())
+    assert (recorded["world_size"], recorded["sharding"], recorded["embedding_optimizer"]) == (2, "auto", "adagrad")
+    assert isinstance(TrainConfig(**recorded["train"]), TrainConfig)
+
+
+def test_a_sharded_checkpoint_loads_into_one_process(sharded_teacher):
+    out, _ = sharded_teacher
+    sharded = load_sharded(out / "restart0" / "checkpoint")
+    whole = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    assert set(sharded) == set(whole)
+    assert all(torch.equal(sharded[k], whole[k]) for k in whole)  # the one start's best epoch, gathered
+    meta = json.loads((out / "restart0" / "checkpoint" / "reckd.json").read_text())
+    assert meta["world_size"] == 2 and meta["epoch"] == json.loads((out / "result.json").read_text())["best_epoch"]
+    with pytest.raises(ReckdError, match=r"world_size \(recorded 2, requested 3\)"):
+        load_sharded(out / "restart0" / "checkpoint", {"world_size": 3, "plan": meta["plan"]})
+    with pytest.raises(ReckdError, match="expected a sharded checkpoint"):
+        load_sharded(out / "restart0")
+
+
+def test_a_teacher_made_by_two_ranks_is_not_reused_by_one(sharded_teacher, synth_split):
+    out, _ = sharded_teacher
+    script = Path(sys.executable).with_name("reckd")
+    done = subprocess.run([str(script), "pretrain", str(synth_split), "--out", str(out), *SMALL],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 1
+    assert "world_size (recorded 2, requested '<absent>')" in done.stderr
+
+
+def test_distill_over_two_ranks_runs_each_run_once_with_one_process_results(synth_split, synth_data, synth_teacher,
+                                                                            tmp_path, one_thread):
+    from reckd.train.distill import DistillConfig, distill
+
+    teacher = synth_teacher[0]
+    genres = ",".join(synth_data.genres[:2])
+    done = _torchrun("distill", str(synth_split), "--teacher", str(teacher), "--out", str(tmp_path / "two"),
+                     "--genres", genres, "--methods", "none,kd", "--seeds", "0,1", "--epochs", "3", "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = DistillConfig(genres=genres, methods=("none", "kd"), seeds=(0, 1))
+    config.train = dataclasses.replace(config.train, epochs=3)
+    one = {(r["genre"], r["method"], r["seed"]): r
+           for r in distill(synth_data, teacher, tmp_path / "one", config, progress=False, workers=1)}
+    two = {}
+    for path in (tmp_path / "two").glob("*/*/seed*/result.json"):
+        result = json.loads(path.read_text())
+        two[(result["genre"], result["method"], result["seed"])] = result
+        epochs = (path.parent / "metrics.jsonl").read_text().splitlines()
+        assert len(epochs) == result["epochs_run"]  # trained once: one line per epoch
+    assert set(two) == set(one) and len(two) == 8
+    for key, result in one.items():
+        assert two[key]["test_rmse"] == pytest.approx(result["test_rmse"], abs=1e-6), key
+        assert two[key]["best_epoch"] == result["best_epoch"]
+    assert len(json.loads((tmp_path / "two" / "distill.json").read_text())["runs"]) == 8
+
+
+# ---------------------------------------------------------------- bad set-ups
+def test_a_batch_the_world_size_does_not_divide_is_refused(synth_data, tmp_path):
+    from reckd.train.teacher import PretrainConfig, pretrain
+
+    config = PretrainConfig(restarts=1, scale=False)
+    config.train = dataclasses.replace(config.train, batch_size=511)
+    with pytest.raises(ReckdError, match="--batch-size 511: expected a global batch that the world size 2 divides"):
+        pretrain(synth_data, tmp_path / "t", config, world=World(0, 2, torch.device("cpu")))
+    assert not (tmp_path / "t").exists()
+
+
+def test_sharding_options_fbgemm_cannot_serve_on_cpu_are_refused():
+    from reckd.models.ranker import Ranker, RankerConfig
+
+    world = World(0, 2, torch.device("cpu"))
+    model = Ranker(RankerConfig(embedding_dim=8), [("user", 10), ("item", 10)], (1, 2, 3, 4, 5))
+    with pytest.raises(ReckdError, match="--embedding-optimizer adam: fbgemm's CPU kernels .* adagrad"):
+        shard(model, world, "adam", 1e-3, 0.0)
+    with pytest.raises(ReckdError, match="--sharding row_wise: torchrec shards tables on CPUs table_wise"):
+        shard(model, world, "adagrad", 1e-3, 0.0, sharding="row_wise")
+    odd = Ranker(RankerConfig(embedding_dim=6), [("user", 10), ("item", 10)], (1, 2, 3, 4, 5))
+    with pytest.raises(ReckdError, match="--embedding-dim 6: .* divisible by 4"):
+        shard(odd, world, "adagrad", 1e-3, 0.0)
+
+
+def test_a_launch_without_torchrun_variables_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ReckdError, match="RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set: expected a launch by "
+                                         "torchrun"):
+        world_from_env("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert world_from_env("cpu") is None
+
+
+def test_an_unreachable_rendezvous_is_refused(monkeypatch):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ReckdError, match=rf"rendezvous at 127.0.0.1:{port} \(rank 1 of 2\): expected every rank"):
+        world_from_env("cpu", timeout_s=2)
+    assert not dist.is_initialized()
+
+
+def _agree(rank: int, store: str, values: list, errors) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        World(rank, 2, torch.device("cpu")).agree("the split's fingerprint", values[rank])
+        errors.put((rank, None))
+    except ReckdError as error:
+        errors.put((rank, str(error)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_that_see_different_splits_stop(tmp_path):
+    context = mp.get_context("spawn")
+    errors = context.Queue()
+    processes = [context.Process(target=_agree, args=(rank, str(tmp_path / "store"), ["aaa", "bbb"], errors))
+                 for rank in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    found = dict(errors.get(timeout=5) for _ in range(2))
+    assert found[0] == found[1] == ("the split's fingerprint: expected the same on every rank, found rank 0: aaa, "
+                                    "rank 1: bbb; every rank must read the same files")
+
+
+def test_adagrad_for_tables_and_adam_for_the_rest_in_one_process():
+    from reckd.losses import Dims, HeadSpec, get, make_config
+    from reckd.models.ranker import Ranker, RankerConfig
+    from reckd.train.loop import TrainConfig, _optimizers
+
+    model = Ranker(RankerConfig(bias=True), [("user", 10), ("item", 10)], (1, 2, 3, 4, 5))
+    none = get("none")(make_config("none"), Dims(*model.dims), Dims(*model.dims), HeadSpec("rating", (1, 2, 3, 4, 5)))
+    adam, adagrad = _optimizers(model, none, TrainConfig(), torch.device("cpu"), "adagrad")
+    tables = {id(p) for p in [*model.ebc.parameters(), *model.bias_ebc.parameters()]}
+    assert isinstance(adam, torch.optim.Adam) and isinstance(adagrad, torch.optim.Adagrad)
+    assert {id(p) for g in adagrad.param_groups for p in g["params"]} == tables
+    assert not tables & {id(p) for g in adam.param_groups for p in g["params"]}
+    (only,) = _optimizers(model, none, TrainConfig(), torch.device("cpu"), "adam")
+    assert sum(len(g["params"]) for g in only.param_groups) == len(list(model.parameters()))
