@@ -185,8 +185,11 @@ def shard(model: nn.Module, world: World, optimizer: str, lr: float, weight_deca
     apply_optimizer_in_backward(EMBEDDING_OPTIMIZERS[optimizer], model.ebc.parameters(),
                                 {"lr": lr, "weight_decay": weight_decay * world.size})
     # data_parallel tables use a lookup without an autograd kernel in fbgemm-gpu-cpu (their gradients
-    # are silently dropped), so every table of the collection is sharded
-    types = (list(CPU_SHARDINGS) if cpu else [s for s in SHARDINGS if s != "auto"]) if sharding == "auto" else [sharding]
+    # are silently dropped), so every table of the collection is sharded. On CPUs ``auto`` is table-wise
+    # with the planner placing the tables: offered table- and table-column-wise (equal cost on one
+    # node), the planner picked one or the other from one launch to the next (measured), and a resumed
+    # run must find the plan it saved
+    types = (["table_wise"] if cpu else [s for s in SHARDINGS if s != "auto"]) if sharding == "auto" else [sharding]
     constraints = {name: ParameterConstraints(sharding_types=types) for name in _sharded_names(model)}
     planner = EmbeddingShardingPlanner(topology=Topology(world_size=world.size, compute_device=world.device.type),
                                        constraints=constraints)

@@ -21,7 +21,7 @@ from reckd.losses import Dims, HeadSpec, Outputs, get, make_config
 from reckd.models.ensemble import Ensemble
 from reckd.models.ranker import Ranker, RankerConfig, count_parameters
 from reckd.train.io import read_json, write_json, write_torch
-from reckd.train.loop import TrainConfig, fit, pair_scorer, predict_rows, rmse, scaled
+from reckd.train.loop import FitResult, TrainConfig, fit, pair_scorer, predict_rows, rmse, scaled
 from reckd.train.plan import differences, normal
 
 if TYPE_CHECKING:
@@ -136,10 +136,23 @@ def _recorded_config(data: SplitData, config: PretrainConfig, world: World | Non
             **({"world_size": world.size, "sharding": config.sharding} if world is not None else {})}
 
 
+def _same_options(out: Path, recorded: dict) -> bool:
+    """Whether ``out/config.json`` records exactly these options (an interrupted teacher of this request)."""
+    if not (out / "config.json").is_file():
+        return False
+    before = read_json(out / "config.json", "the teacher's config")
+    return {**before, "split": recorded["split"]} == recorded
+
+
 def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict, on_epoch,
               world: World | None = None) -> dict:
+    """Train (or resume) the starts, then :func:`_finish`. A start that finished before under the same
+    options (``restart<k>/start.json``) is not trained again: its best epoch is read back from
+    ``restart<k>/checkpoint.pt``, or, under ``torchrun``, from its sharded checkpoint — refused when
+    made with another plan, world size or model."""
     fingerprint = data.fingerprint
     main = world is None or world.main
+    resume = _same_options(out, recorded) if world is None else world.from_main(lambda: _same_options(out, recorded))
     if main:
         (out / "result.json").unlink(missing_ok=True)  # the folder is a finished teacher only once result.json is back
         write_json(out / "config.json", recorded)
@@ -148,19 +161,33 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
     for restart in range(config.restarts):
         train = dataclasses.replace(config.train, seed=config.train.seed + restart)
         run_dir = out / f"restart{restart}"
-        if main:
+        finished = resume and (run_dir / "start.json").is_file()
+        if main and not finished:
             run_dir.mkdir(exist_ok=True)
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            for name in ("start.json", "metrics.jsonl"):
+                (run_dir / name).unlink(missing_ok=True)
         if world is not None:
+            finished = world.from_main(lambda: finished)
             world.barrier()
         torch.manual_seed(train.seed)  # the same initial weights on every rank
         model = Ranker(config.model, ranker_features(data), data.levels, device=data.rating.device)
         trained = model
         if world is not None:
-            from reckd.train.distributed import describe, full_state, shard
+            from reckd.train.distributed import describe, full_state, load_sharded, shard
 
             trained = shard(model, world, config.embedding_optimizer, train.lr, train.weight_decay, config.sharding)
             plans.append(describe(trained, world)["plan"])
+        if finished:
+            result = FitResult(**read_json(run_dir / "start.json", "a finished start"), state={})
+            if world is None:
+                model.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"])
+            else:  # rank 0 needs the weights; every rank stops if they are from another plan or world
+                expected = describe(trained, world)
+                # shard() swapped sharded tables into ``model`` itself: the unsharded teacher is a new one
+                model = Ranker(config.model, ranker_features(data), data.levels, device=data.rating.device)
+                world.from_main(lambda: model.load_state_dict(load_sharded(run_dir / "checkpoint", expected)) and None)
+            starts.append((result, model))
+            continue
         none = get("none")(make_config("none"), Dims(*model.dims), Dims(*model.dims), head)
         result = fit(trained, none, data, data.rows("train", teacher_only=True), data.rows("val", teacher_only=True),
                      train, run_dir=run_dir, on_epoch=on_epoch, world=world,
@@ -170,6 +197,9 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
             model = Ranker(config.model, ranker_features(data), data.levels, device=data.rating.device)
             if main:
                 model.load_state_dict(state)
+        if main:
+            write_json(run_dir / "start.json", {"best_epoch": result.best_epoch, "best_val": result.best_val,
+                                                "epochs_run": result.epochs_run, "seconds": result.seconds})
         starts.append((result, model))
     if world is not None:
         return world.from_main(lambda: _finish(data, out, config, starts, fingerprint, plans))

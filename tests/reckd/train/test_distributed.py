@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -83,6 +84,44 @@ def test_a_teacher_made_by_two_ranks_is_not_reused_by_one(sharded_teacher, synth
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 1
     assert "world_size (recorded 2, requested '<absent>')" in done.stderr
+
+
+def test_an_interrupted_sharded_teacher_resumes_its_finished_starts(sharded_teacher, synth_split, tmp_path):
+    out = tmp_path / "teacher"
+    shutil.copytree(sharded_teacher[0], out)
+    before = json.loads((out / "result.json").read_text())
+    (out / "result.json").unlink()  # killed after its start finished, before the teacher was written
+    done = _torchrun("pretrain", str(synth_split), "--out", str(out), *SMALL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "val RMSE" not in done.stderr.replace("teacher: test RMSE", "")  # no epoch trained again
+    assert json.loads((out / "result.json").read_text())["test_rmse"] == before["test_rmse"]
+    # a sharded checkpoint from another plan is refused, not loaded into the wrong shards
+    meta_path = out / "restart0" / "checkpoint" / "reckd.json"
+    meta = json.loads(meta_path.read_text())
+    meta["plan"]["ebc.t_user"]["ranks"] = [1 - meta["plan"]["ebc.t_user"]["ranks"][0]]
+    meta_path.write_text(json.dumps(meta))
+    (out / "result.json").unlink()
+    done = _torchrun("pretrain", str(synth_split), "--out", str(out), *SMALL)
+    assert done.returncode != 0
+    assert "a sharded checkpoint made with another plan, world size or model: plan.ebc.t_user.ranks" in done.stderr
+
+
+def test_an_interrupted_teacher_resumes_its_finished_starts(synth_data, tmp_path, one_thread):
+    from reckd.train.teacher import PretrainConfig, pretrain
+
+    config = PretrainConfig(restarts=2, scale=False)
+    config.train = dataclasses.replace(config.train, epochs=2, batch_size=512, lr=3e-3)
+    out = tmp_path / "teacher"
+    first = pretrain(synth_data, out, config)
+    kept = (out / "restart0" / "metrics.jsonl").read_text()
+    (out / "result.json").unlink()  # killed while the second start trained
+    (out / "restart1" / "start.json").unlink()
+    epochs = []
+    again = pretrain(synth_data, out, config, on_epoch=epochs.append)
+    assert len(epochs) == 2  # only the second start's epochs
+    assert (out / "restart0" / "metrics.jsonl").read_text() == kept
+    assert again["test_rmse"] == pytest.approx(first["test_rmse"], abs=1e-6)
+    assert again["restart_val_rmse"] == pytest.approx(first["restart_val_rmse"], abs=1e-6)
 
 
 def test_distill_over_two_ranks_runs_each_run_once_with_one_process_results(synth_split, synth_data, synth_teacher,
