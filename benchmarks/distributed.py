@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from scale import stage

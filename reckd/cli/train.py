@@ -117,10 +117,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_train(p, "teacher")
     add_model(p, "teacher")
     add_device(p)
-    p.add_argument("--embedding-optimizer", choices=("adam", "adagrad"), default="adam",
+    from reckd.train.distributed import EMBEDDING_OPTIMIZERS, SHARDINGS
+
+    p.add_argument("--embedding-optimizer", choices=tuple(EMBEDDING_OPTIMIZERS), default="adam",
                    help="the embedding tables' optimiser (default adam; a teacher sharded by torchrun on CPUs "
                         "needs adagrad, which fbgemm's CPU kernels support)")
-    from reckd.train.distributed import SHARDINGS
 
     p.add_argument("--sharding", choices=SHARDINGS, default="auto",
                    help="under torchrun: how the embedding tables are sharded (default auto: torchrec's planner "

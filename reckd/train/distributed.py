@@ -17,6 +17,7 @@ Example (inside ``torchrun --nproc_per_node 2``)::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import os
@@ -32,8 +33,8 @@ from torch import Tensor, nn
 from data_prep.errors import DataPrepError
 from reckd.errors import ReckdError
 
-__all__ = ["EMBEDDING_OPTIMIZERS", "SHARDINGS", "World", "describe", "full_state", "load_sharded", "save_sharded", "shard",
-           "world_from_env"]
+__all__ = ["EMBEDDING_OPTIMIZERS", "SHARDINGS", "World", "check_embedding_optimizer", "describe", "full_state",
+           "load_sharded", "save_sharded", "shard", "world_from_env"]
 
 T = TypeVar("T")
 
@@ -81,11 +82,11 @@ class World:
         dist.all_reduce(value)
         return value / self.size
 
-    def any(self, flag: bool) -> bool:
-        """Whether ``flag`` holds on any rank (so that every rank takes the same branch)."""
-        value = torch.tensor([int(flag)], device=self.device if self.device.type == "cuda" else "cpu")
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
+    def check_batch(self, batch_size: int) -> None:
+        """A global batch must split evenly over the ranks (the same answer on every rank: no collective)."""
+        if batch_size % self.size:
+            raise ReckdError(f"--batch-size {batch_size}: expected a global batch that the world size {self.size} "
+                             f"divides")
 
     def from_main(self, work: Callable[[], T]) -> T:
         """``work()`` on rank 0, its result (or its bad-input error, as a ReckdError) on every rank."""
@@ -148,6 +149,12 @@ def world_from_env(device: str = "auto", timeout_s: float = 300.0) -> World | No
     return World(rank, size, on)
 
 
+def check_embedding_optimizer(name: str) -> None:
+    """``--embedding-optimizer`` names one of :data:`EMBEDDING_OPTIMIZERS`."""
+    if name not in EMBEDDING_OPTIMIZERS:
+        raise ReckdError(f"--embedding-optimizer: expected one of {', '.join(EMBEDDING_OPTIMIZERS)}, found {name!r}")
+
+
 # ---------------------------------------------------------------- sharding with torchrec
 def _sharded_names(model: nn.Module) -> list[str]:
     """The tables the planner shards: those of the ranker's embedding collection (``ebc``). The width-1
@@ -157,8 +164,9 @@ def _sharded_names(model: nn.Module) -> list[str]:
 
 def shard(model: nn.Module, world: World, optimizer: str, lr: float, weight_decay: float,
           sharding: str = "auto") -> nn.Module:
-    """``model`` (a :class:`reckd.models.ranker.Ranker`, initialised the same on every rank) as a
-    ``DistributedModelParallel`` over ``world``, its weights unchanged. The embedding tables get
+    """A copy of ``model`` (a :class:`reckd.models.ranker.Ranker`, initialised the same on every rank) as
+    a ``DistributedModelParallel`` over ``world``, its weights unchanged; ``model`` itself stays unsharded
+    (torchrec swaps sharded modules into the module it wraps). The embedding tables get
     ``optimizer`` fused into the backward pass; as the sharded lookups sum (not average) the ranks'
     gradients, their weight decay is ``weight_decay × world.size`` — the same step as one process takes
     on the whole batch, for optimisers invariant to the gradient's scale (Adam, Adagrad)."""
@@ -168,8 +176,7 @@ def shard(model: nn.Module, world: World, optimizer: str, lr: float, weight_deca
     from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
     cpu = world.device.type == "cpu"
-    if optimizer not in EMBEDDING_OPTIMIZERS:
-        raise ReckdError(f"--embedding-optimizer: expected one of {', '.join(EMBEDDING_OPTIMIZERS)}, found {optimizer!r}")
+    check_embedding_optimizer(optimizer)
     if cpu and optimizer not in CPU_EMBEDDING_OPTIMIZERS:
         raise ReckdError(f"--embedding-optimizer {optimizer}: fbgemm's CPU kernels for sharded tables support "
                          f"{', '.join(CPU_EMBEDDING_OPTIMIZERS)} only; pass --embedding-optimizer adagrad (the same "
@@ -181,6 +188,7 @@ def shard(model: nn.Module, world: World, optimizer: str, lr: float, weight_deca
     width = model.config.embedding_dim
     if width % 4:
         raise ReckdError(f"--embedding-dim {width}: fbgemm's sharded tables need a width divisible by 4")
+    model = copy.deepcopy(model)
     full = {k: v.detach().clone() for k, v in model.state_dict().items()}
     apply_optimizer_in_backward(EMBEDDING_OPTIMIZERS[optimizer], model.ebc.parameters(),
                                 {"lr": lr, "weight_decay": weight_decay * world.size})

@@ -37,6 +37,7 @@ from reckd.errors import ReckdError
 from reckd.losses.base import Method, Teacher
 from reckd.losses.common import teacher_label_loss
 from reckd.models.contract import Outputs
+from reckd.train.distributed import check_embedding_optimizer
 from reckd.train.io import append_jsonl, write_torch
 
 if TYPE_CHECKING:
@@ -278,10 +279,9 @@ def _optimizers(model: nn.Module, method: Method, config: TrainConfig, device: t
               if p.requires_grad and not hasattr(p, "_in_backward_optimizers")]
     # the fused kernel on CUDA (one launch for all parameters); the default foreach one elsewhere
     fused = True if device.type == "cuda" else None
+    check_embedding_optimizer(embedding_optimizer)
     if embedding_optimizer == "adam":
         return [torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)]
-    if embedding_optimizer != "adagrad":
-        raise ReckdError(f"--embedding-optimizer: expected adam or adagrad, found {embedding_optimizer!r}")
     tables = {id(p) for m in model.modules() if isinstance(m, EmbeddingBagCollection) for p in m.parameters()}
     dense = [p for p in params if id(p) not in tables]
     embeddings = [p for p in params if id(p) in tables]
@@ -312,15 +312,14 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
     device = source.device
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     step_teacher = _step_teacher(teacher, method, source, train_rows) if teacher is not None else None
-    if world is not None and config.batch_size % world.size:
-        raise ReckdError(f"--batch-size {config.batch_size}: expected a global batch that the world size "
-                         f"{world.size} divides")
+    if world is not None:
+        world.check_batch(config.batch_size)
     optimizers = _optimizers(model, method, config, device, embedding_optimizer)
     lower = source.lower_is_better
     plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizers[0], mode="min" if lower else "max",
                                                           factor=0.5, patience=config.lr_patience - 1)
                if config.lr_patience > 0 else None)
-    writes = run_dir is not None and (world is None or world.main)
+    main = world is None or world.main  # the process that writes and reports
     best = FitResult(0, math.inf if lower else -math.inf, 0, 0.0, {}, source.metric)
     started = time.perf_counter()
     aug_term = augmentation.start(model, method, source, generator) if augmentation is not None else None
@@ -366,9 +365,9 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
                                 f"(epoch {best.best_epoch}) is kept")
         record = {"epoch": epoch, f"val_{source.metric}": val, "seconds": time.perf_counter() - started,
                   **{f"loss_{k}": float(v.sum()) / len(v) for k, v in per_step.items()}}
-        if writes:
+        if run_dir is not None and main:
             append_jsonl(run_dir / "metrics.jsonl", record)
-        if on_epoch is not None and (world is None or world.main):
+        if on_epoch is not None and main:
             on_epoch(record)
         best.epochs_run = epoch
         if plateau is not None:

@@ -55,10 +55,9 @@ class PretrainConfig:
             raise ReckdError(f"--restarts: expected at least 1, found {self.restarts}")
         if self.combine not in ("best", "mean"):
             raise ReckdError(f"--combine: expected 'best' or 'mean', found {self.combine!r}")
-        if self.embedding_optimizer not in ("adam", "adagrad"):
-            raise ReckdError(f"--embedding-optimizer: expected adam or adagrad, found {self.embedding_optimizer!r}")
-        from reckd.train.distributed import SHARDINGS
+        from reckd.train.distributed import SHARDINGS, check_embedding_optimizer
 
+        check_embedding_optimizer(self.embedding_optimizer)
         if self.sharding not in SHARDINGS:
             raise ReckdError(f"--sharding: expected one of {', '.join(SHARDINGS)}, found {self.sharding!r}")
 
@@ -93,9 +92,7 @@ def pretrain(data: SplitData, out: Path, config: PretrainConfig | None = None,
         rows = int(data.rows("train", teacher_only=True).numel())
         config = dataclasses.replace(config, train=scaled(config.train, rows))
     if world is not None:
-        if config.train.batch_size % world.size:  # the same on every rank: no need to agree first
-            raise ReckdError(f"--batch-size {config.train.batch_size}: expected a global batch that the world "
-                             f"size {world.size} divides")
+        world.check_batch(config.train.batch_size)  # before the folder is claimed
         world.agree("the split's fingerprint", data.fingerprint)
     requested = normal(_recorded_config(data, config, world))
     with contextlib.ExitStack() as stack:
@@ -112,9 +109,8 @@ def pretrain(data: SplitData, out: Path, config: PretrainConfig | None = None,
 
 def _reusable(out: Path, requested: dict, retrain_changed: bool) -> dict | None:
     """The result of a finished teacher in ``out`` made with the requested options (None: train one)."""
-    if (out / "result.json").is_file() and (out / "config.json").is_file():
-        recorded = read_json(out / "config.json", "the teacher's config")
-        recorded = {**recorded, "split": requested["split"]}  # the split is known by its fingerprint, not path
+    recorded = _recorded(out, requested)
+    if (out / "result.json").is_file() and recorded is not None:
         if recorded == requested:
             return {**read_json(out / "result.json", "the teacher's result"), "reused": True}
         if not retrain_changed:
@@ -136,12 +132,12 @@ def _recorded_config(data: SplitData, config: PretrainConfig, world: World | Non
             **({"world_size": world.size, "sharding": config.sharding} if world is not None else {})}
 
 
-def _same_options(out: Path, recorded: dict) -> bool:
-    """Whether ``out/config.json`` records exactly these options (an interrupted teacher of this request)."""
+def _recorded(out: Path, requested: dict) -> dict | None:
+    """``out/config.json`` (None if absent), its split path taken from ``requested``: the split is known
+    by its fingerprint, not by where it lies."""
     if not (out / "config.json").is_file():
-        return False
-    before = read_json(out / "config.json", "the teacher's config")
-    return {**before, "split": recorded["split"]} == recorded
+        return None
+    return {**read_json(out / "config.json", "the teacher's config"), "split": requested["split"]}
 
 
 def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict, on_epoch,
@@ -152,7 +148,7 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
     made with another plan, world size or model."""
     fingerprint = data.fingerprint
     main = world is None or world.main
-    resume = _same_options(out, recorded) if world is None else world.from_main(lambda: _same_options(out, recorded))
+    resume = (_recorded(out, recorded) if world is None else world.from_main(lambda: _recorded(out, recorded))) == recorded
     if main:
         (out / "result.json").unlink(missing_ok=True)  # the folder is a finished teacher only once result.json is back
         write_json(out / "config.json", recorded)
@@ -183,9 +179,11 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
                 model.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"])
             else:  # rank 0 needs the weights; every rank stops if they are from another plan or world
                 expected = describe(trained, world)
-                # shard() swapped sharded tables into ``model`` itself: the unsharded teacher is a new one
-                model = Ranker(config.model, ranker_features(data), data.levels, device=data.rating.device)
-                world.from_main(lambda: model.load_state_dict(load_sharded(run_dir / "checkpoint", expected)) and None)
+
+                def load() -> None:
+                    model.load_state_dict(load_sharded(run_dir / "checkpoint", expected))
+
+                world.from_main(load)
             starts.append((result, model))
             continue
         none = get("none")(make_config("none"), Dims(*model.dims), Dims(*model.dims), head)
@@ -194,7 +192,6 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
                      embedding_optimizer=config.embedding_optimizer)
         if world is not None:  # the unsharded best epoch, on rank 0
             state = full_state(trained, world)
-            model = Ranker(config.model, ranker_features(data), data.levels, device=data.rating.device)
             if main:
                 model.load_state_dict(state)
         if main:
