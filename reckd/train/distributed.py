@@ -120,10 +120,17 @@ class World:
         dist.barrier()
 
 
-def world_from_env(device: str = "auto", timeout_s: float = 300.0) -> World | None:
+# How long a rank waits in a collective for the others: rank 0 alone writes the teacher's outputs, its test
+# metrics and the students' cache, which took over 5 minutes on 25M ratings on a 2-core CPU (README).
+WAIT_S = 4 * 3600.0
+
+
+def world_from_env(device: str = "auto", timeout_s: float = 300.0, wait_s: float = WAIT_S) -> World | None:
     """The world that ``torchrun`` describes in the environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
     ``MASTER_ADDR``, ``MASTER_PORT``), its process group joined; ``None`` outside torchrun or with one
-    process. The device: the CPU, or ``cuda:LOCAL_RANK`` (``--device auto`` with GPUs, or ``cuda``)."""
+    process. The device: the CPU, or ``cuda:LOCAL_RANK`` (``--device auto`` with GPUs, or ``cuda``).
+    ``timeout_s``: how long to wait for every rank to join; ``wait_s``: how long a collective then waits
+    for the slowest rank (rank 0 works alone between some of them)."""
     from reckd.train.device import resolve_device
 
     size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -146,6 +153,8 @@ def world_from_env(device: str = "auto", timeout_s: float = 300.0) -> World | No
             raise ReckdError(f"rendezvous at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} (rank {rank} of "
                              f"{size}): expected every rank to join within {timeout_s:.0f} s, found: "
                              f"{str(error).splitlines()[0]}") from None
+        # the join's timeout also bounds every collective; torchrun has no other way to set the two apart
+        dist.distributed_c10d._set_pg_timeout(datetime.timedelta(seconds=wait_s))
     return World(rank, size, on)
 
 

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -221,6 +222,32 @@ def test_ranks_that_see_different_splits_stop(tmp_path):
     found = dict(errors.get(timeout=5) for _ in range(2))
     assert found[0] == found[1] == ("the split's fingerprint: expected the same on every rank, found rank 0: aaa, "
                                     "rank 1: bbb; every rank must read the same files")
+
+
+def _slow_main(rank: int, port: int, results) -> None:
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    world = world_from_env("cpu", timeout_s=2)
+    try:  # rank 0 works alone for longer than the join may take; rank 1 waits for it
+        results.put((rank, world.from_main(lambda: time.sleep(5) or 42)))
+    except Exception as error:  # noqa: BLE001 - reported to the test
+        results.put((rank, repr(error)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_collective_outwaits_the_join_timeout():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_slow_main, args=(rank, port, results)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert dict(results.get(timeout=5) for _ in range(2)) == {0: 42, 1: 42}
 
 
 def test_adagrad_for_tables_and_adam_for_the_rest_in_one_process():
