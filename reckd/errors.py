@@ -10,6 +10,11 @@ class ReckdError(Exception):
     was found, and how to proceed where there is a choice."""
 
 
+class EveryRankError(ReckdError):
+    """A refusal that every rank of a ``torchrun`` world makes alike (rank 0's decision, broadcast, or a
+    check of values every rank shares): the CLI prints it once, from rank 0, instead of once per rank."""
+
+
 class OptionError(ReckdError, ValueError):
     """A bad option value (a flag, a ``--set`` option, a config field); a ValueError to library callers."""
 

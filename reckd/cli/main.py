@@ -2,16 +2,18 @@
 
 Bad input (``ReckdError``, or data_prep's ``DataPrepError`` from the file helpers) prints
 ``reckd: error: …`` and exits 1; argparse's usage errors exit 2; anything else is a bug and keeps
-its traceback."""
+its traceback. Under ``torchrun`` an error that every rank raised alike (``EveryRankError``) is printed
+once, by rank 0; any other names its rank."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from data_prep.errors import DataPrepError
 from reckd.cli import baselines, report, train, vision
-from reckd.errors import ReckdError
+from reckd.errors import EveryRankError, ReckdError
 
 COMMANDS = (train, report, baselines, vision)  # each module registers its subcommands
 
@@ -29,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (ReckdError, DataPrepError) as error:
-        print(f"reckd: error: {error}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "0"
+        if rank == "0":
+            print(f"reckd: error: {error}", file=sys.stderr)
+        elif not isinstance(error, EveryRankError):  # one every rank raised alike is said once, by rank 0
+            print(f"reckd: error (rank {rank}): {error}", file=sys.stderr)
         return 1
     finally:  # a torchrun rank leaves its process group cleanly
         import torch.distributed as dist

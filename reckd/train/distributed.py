@@ -31,10 +31,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from data_prep.errors import DataPrepError
-from reckd.errors import ReckdError
+from reckd.errors import EveryRankError, ReckdError
 
 __all__ = ["EMBEDDING_OPTIMIZERS", "SHARDINGS", "World", "check_embedding_optimizer", "describe", "full_state",
-           "load_sharded", "save_sharded", "shard", "world_from_env"]
+           "load_sharded", "load_sharded_into", "save_sharded", "shard", "sharded_state", "world_from_env"]
 
 T = TypeVar("T")
 
@@ -85,11 +85,11 @@ class World:
     def check_batch(self, batch_size: int) -> None:
         """A global batch must split evenly over the ranks (the same answer on every rank: no collective)."""
         if batch_size % self.size:
-            raise ReckdError(f"--batch-size {batch_size}: expected a global batch that the world size {self.size} "
-                             f"divides")
+            raise EveryRankError(f"--batch-size {batch_size}: expected a global batch that the world size {self.size} "
+                                 f"divides")
 
     def from_main(self, work: Callable[[], T]) -> T:
-        """``work()`` on rank 0, its result (or its bad-input error, as a ReckdError) on every rank."""
+        """``work()`` on rank 0, its result (or its bad-input error, as an EveryRankError) on every rank."""
         box: list[Any] = [None]
         if self.main:
             try:
@@ -99,7 +99,7 @@ class World:
         dist.broadcast_object_list(box, src=0)
         status, value = box[0]
         if status == "error":
-            raise ReckdError(value)
+            raise EveryRankError(value)
         return value
 
     def all_objects(self, value: Any) -> list[Any]:
@@ -113,8 +113,8 @@ class World:
         seen = self.all_objects(value)
         if any(v != seen[0] for v in seen):
             shown = ", ".join(f"rank {r}: {v}" for r, v in enumerate(seen))
-            raise ReckdError(f"{what}: expected the same on every rank, found {shown}; every rank must read the "
-                             f"same files")
+            raise EveryRankError(f"{what}: expected the same on every rank, found {shown}; every rank must read the "
+                                 f"same files")
 
     def barrier(self) -> None:
         dist.barrier()
@@ -187,16 +187,16 @@ def shard(model: nn.Module, world: World, optimizer: str, lr: float, weight_deca
     cpu = world.device.type == "cpu"
     check_embedding_optimizer(optimizer)
     if cpu and optimizer not in CPU_EMBEDDING_OPTIMIZERS:
-        raise ReckdError(f"--embedding-optimizer {optimizer}: fbgemm's CPU kernels for sharded tables support "
-                         f"{', '.join(CPU_EMBEDDING_OPTIMIZERS)} only; pass --embedding-optimizer adagrad (the same "
-                         f"flag in one process gives the same model)")
+        raise EveryRankError(f"--embedding-optimizer {optimizer}: fbgemm's CPU kernels for sharded tables "
+                             f"support {', '.join(CPU_EMBEDDING_OPTIMIZERS)} only; pass --embedding-optimizer adagrad "
+                             f"(the same flag in one process gives the same model)")
     if sharding not in SHARDINGS:
-        raise ReckdError(f"--sharding: expected one of {', '.join(SHARDINGS)}, found {sharding!r}")
+        raise EveryRankError(f"--sharding: expected one of {', '.join(SHARDINGS)}, found {sharding!r}")
     if cpu and sharding not in ("auto", *CPU_SHARDINGS):
-        raise ReckdError(f"--sharding {sharding}: torchrec shards tables on CPUs {', '.join(CPU_SHARDINGS)} only")
+        raise EveryRankError(f"--sharding {sharding}: torchrec shards tables on CPUs {', '.join(CPU_SHARDINGS)} only")
     width = model.config.embedding_dim
     if width % 4:
-        raise ReckdError(f"--embedding-dim {width}: fbgemm's sharded tables need a width divisible by 4")
+        raise EveryRankError(f"--embedding-dim {width}: fbgemm's sharded tables need a width divisible by 4")
     model = copy.deepcopy(model)
     full = {k: v.detach().clone() for k, v in model.state_dict().items()}
     apply_optimizer_in_backward(EMBEDDING_OPTIMIZERS[optimizer], model.ebc.parameters(),
@@ -262,10 +262,17 @@ def full_state(model: nn.Module, world: World) -> dict[str, Tensor] | None:
 
 
 # ---------------------------------------------------------------- sharded checkpoints
-def save_sharded(model: nn.Module, folder: Path, world: World, extra: dict) -> None:
-    """``torch.distributed.checkpoint`` of a sharded model into ``folder`` (each rank writes its shards),
-    with ``reckd.json``: :func:`describe` (the plan, world size and model it was made with) and ``extra``.
-    Atomic: written beside, then renamed by rank 0."""
+def sharded_state(model: nn.Module, optimizer: bool = False) -> dict:
+    """What a sharded checkpoint holds: the model's state dict — and, with ``optimizer``, under ``model``
+    beside the fused embedding optimiser's state (``optimizer``), for resuming mid-way."""
+    state = model.state_dict()
+    return {"model": state, "optimizer": model.fused_optimizer.state_dict()} if optimizer else state
+
+
+def save_sharded(model: nn.Module, folder: Path, world: World, extra: dict, optimizer: bool = False) -> None:
+    """``torch.distributed.checkpoint`` of a sharded model (:func:`sharded_state`) into ``folder`` (each
+    rank writes its shards), with ``reckd.json``: :func:`describe` (the plan, world size and model it was
+    made with) and ``extra``. Atomic: written beside, then renamed by rank 0."""
     import torch.distributed.checkpoint as dcp
 
     from reckd.train.io import write_json
@@ -275,7 +282,7 @@ def save_sharded(model: nn.Module, folder: Path, world: World, extra: dict) -> N
     if world.main:
         shutil.rmtree(tmp, ignore_errors=True)
     world.barrier()
-    dcp.save(model.state_dict(), checkpoint_id=tmp)
+    dcp.save(sharded_state(model, optimizer), checkpoint_id=tmp)
     world.barrier()
     if world.main:
         write_json(tmp / "reckd.json", {**describe(model, world), **extra})
@@ -292,18 +299,36 @@ def load_sharded(folder: Path, expected: dict | None = None) -> dict[str, Tensor
 
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+    folder = Path(folder)
+    _check_made_with(folder, expected)
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp_to_torch_save(folder, Path(tmp) / "full.pt")
+        return torch.load(Path(tmp) / "full.pt", weights_only=True)
+
+
+def load_sharded_into(state: dict, folder: Path, expected: dict) -> dict:
+    """Every rank reads its shards of a sharded checkpoint into ``state`` (:func:`sharded_state` of a model
+    sharded like the one saved), in place; refused, on every rank, when its ``reckd.json`` differs from
+    ``expected`` (say :func:`describe` and the epoch)."""
+    import torch.distributed.checkpoint as dcp
+
+    _check_made_with(Path(folder), expected)
+    dcp.load(state, checkpoint_id=folder)
+    return state
+
+
+def _check_made_with(folder: Path, expected: dict | None) -> None:
+    """Refuse a folder that is no sharded checkpoint, or whose ``reckd.json`` differs from ``expected`` on
+    its keys (naming them)."""
     from reckd.train.io import read_json
     from reckd.train.plan import differences, normal
 
-    folder = Path(folder)
     if not (folder / ".metadata").is_file():
-        raise ReckdError(f"{folder}: expected a sharded checkpoint (torch.distributed.checkpoint), found no .metadata")
+        raise EveryRankError(f"{folder}: expected a sharded checkpoint (torch.distributed.checkpoint), found no "
+                             f".metadata")
     if expected is not None:
         recorded = read_json(folder / "reckd.json", "a sharded checkpoint's description")
         recorded = {k: recorded.get(k, "<absent>") for k in expected}
         if recorded != normal(expected):
-            raise ReckdError(f"{folder}: a sharded checkpoint made with another plan, world size or model: "
-                             f"{'; '.join(differences(recorded, normal(expected)))}")
-    with tempfile.TemporaryDirectory() as tmp:
-        dcp_to_torch_save(folder, Path(tmp) / "full.pt")
-        return torch.load(Path(tmp) / "full.pt", weights_only=True)
+            raise EveryRankError(f"{folder}: a sharded checkpoint made with another plan, world size or model: "
+                                 f"{'; '.join(differences(recorded, normal(expected)))}")

@@ -20,7 +20,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +40,13 @@ from reckd.losses.base import Method, Teacher
 from reckd.losses.common import teacher_label_loss
 from reckd.models.contract import Outputs
 from reckd.train.distributed import check_embedding_optimizer
-from reckd.train.io import append_jsonl, write_torch
+from reckd.train.io import append_jsonl, write_torch, write_with
 
 if TYPE_CHECKING:
     from reckd.train.distributed import World
 
 __all__ = ["Augmentation", "Augmenter", "FitResult", "NonFiniteLoss", "TeacherView", "TrainConfig", "Unlabelled",
-           "evaluate", "fit", "predict", "predict_rows", "rmse", "scaled", "train"]
+           "clear_last", "evaluate", "fit", "predict", "predict_rows", "rmse", "scaled", "train"]
 
 
 class NonFiniteLoss(ReckdError):
@@ -289,12 +291,91 @@ def _optimizers(model: nn.Module, method: Method, config: TrainConfig, device: t
             *([torch.optim.Adagrad(embeddings, lr=config.lr, weight_decay=config.weight_decay)] if embeddings else [])]
 
 
+def clear_last(run_dir: Path, keep: str | None = None) -> None:
+    """Remove a run's resumable training state (``last.pt``, and the ``last<epoch>/`` folders of
+    ``torchrun``); with ``keep``, only the sharded folders other than that one."""
+    if keep is None:
+        (run_dir / "last.pt").unlink(missing_ok=True)
+    for folder in run_dir.glob("last*/"):
+        if folder.name != keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _rng_state(world: "World | None") -> list[dict]:
+    """Every rank's global random state (what draws the dropout masks), in rank order."""
+    mine = {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return [mine] if world is None else world.all_objects(mine)
+
+
+def _save_last(run_dir: Path, state: tuple, best: FitResult, world: "World | None", epoch: int, seconds: float,
+               stopped: bool) -> None:
+    """The training state after ``epoch`` (see :func:`train`'s ``resumable``). Under ``world`` the sharded
+    part goes first, into ``last<epoch>/``, and the older one is removed only once ``last.pt`` names the
+    new one: a kill at any point leaves a ``last.pt`` and the weights it names."""
+    model, method, optimizers, plateau, generator = state
+    last = {"epoch": epoch, "stopped": stopped, "seconds": seconds, "best_epoch": best.best_epoch,
+            "best_val": best.best_val, "best_method": best.state.get("method"), "method": method.state_dict(),
+            "optimizers": [o.state_dict() for o in optimizers], "generator": generator.get_state(),
+            "plateau": plateau.state_dict() if plateau is not None else None, "rng": _rng_state(world)}
+    if world is None:
+        write_torch(run_dir / "last.pt", {**last, "model": model.state_dict()})
+        return
+    from reckd.train.distributed import save_sharded
+
+    save_sharded(model, run_dir / f"last{epoch}", world, {"epoch": epoch}, optimizer=True)
+    if world.main:
+        write_torch(run_dir / "last.pt", {**last, "sharded": f"last{epoch}"})
+        clear_last(run_dir, keep=f"last{epoch}")
+    world.barrier()
+
+
+def _resume(run_dir: Path, state: tuple, best: FitResult, world: "World | None") -> dict | None:
+    """Load ``run_dir``'s last training state into ``state`` and ``best`` and return it (None if there
+    is none); the metrics of epochs after it are dropped."""
+    model, method, optimizers, plateau, generator = state
+    if not (run_dir / "last.pt").is_file():
+        return None
+    last = torch.load(run_dir / "last.pt", weights_only=True, map_location="cpu")
+    if world is None:
+        model.load_state_dict(last["model"])
+        best_model = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+    else:  # each rank its own shards, refused if they were cut for another plan or world
+        from reckd.train.distributed import describe, load_sharded_into, sharded_state
+
+        made_with = describe(model, world)
+        now = load_sharded_into(sharded_state(model, optimizer=True), run_dir / last["sharded"],
+                                {**made_with, "epoch": last["epoch"]})
+        model.load_state_dict(now["model"])
+        model.fused_optimizer.load_state_dict(now["optimizer"])
+        best_model = load_sharded_into(copy.deepcopy(model.state_dict()), run_dir / "checkpoint",
+                                       {**made_with, "epoch": last["best_epoch"]})
+    method.load_state_dict(last["method"])
+    for optimizer, saved in zip(optimizers, last["optimizers"], strict=True):
+        optimizer.load_state_dict(saved)
+    if plateau is not None:
+        plateau.load_state_dict(last["plateau"])
+    generator.set_state(last["generator"])
+    rng = last["rng"][world.rank if world is not None else 0]
+    torch.set_rng_state(rng["cpu"])
+    if rng["cuda"] is not None:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    best.best_epoch, best.best_val, best.epochs_run = last["best_epoch"], last["best_val"], last["epoch"]
+    best.state = {"model": best_model, "method": last["best_method"]}
+    metrics = run_dir / "metrics.jsonl"
+    if (world is None or world.main) and metrics.is_file():  # epochs logged after the state are trained again
+        kept = [line for line in metrics.read_text().splitlines(keepends=True)
+                if json.loads(line)["epoch"] <= last["epoch"]]
+        write_with(metrics, lambda tmp: tmp.write_text("".join(kept)))
+    return last
+
+
 def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Tensor, val_rows: Tensor,
           config: TrainConfig, teacher: TeacherView | StepTeacher | None = None,
           augmentation: Augmenter | None = None, run_dir: Path | None = None,
           on_epoch: Callable[[dict], None] | None = None,
           ties: Literal["earlier", "later"] = "earlier", world: "World | None" = None,
-          embedding_optimizer: str = "adam") -> FitResult:
+          embedding_optimizer: str = "adam", resumable: bool = False) -> FitResult:
     """Train ``model`` (and ``method``'s extras) on ``train_rows`` of ``source``; keep the epoch with
     the best validation metric. ``ties``: which epoch a tie keeps — ``earlier`` (a new best must be
     strictly better; ratings, where RMSE hardly ever ties) or ``later`` (a tie is a new best and
@@ -306,7 +387,14 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
     ``world``: ``model`` is sharded (:func:`reckd.train.distributed.shard`) over the ranks of
     ``torchrun``; each rank computes its share of every batch of ``config.batch_size`` rows (a multiple
     of the world size), validation is reduced over the ranks, rank 0 writes the metrics and the best
-    epoch is a sharded checkpoint ``checkpoint/``. ``embedding_optimizer``: see :func:`_optimizers`."""
+    epoch is a sharded checkpoint ``checkpoint/``. ``embedding_optimizer``: see :func:`_optimizers`.
+
+    ``resumable`` (with ``run_dir``): every epoch also leaves the whole training state in ``last.pt`` —
+    optimiser and scheduler states, the shuffling generator, the random state, the best epoch so far, the
+    weights (under ``world`` the sharded weights and embedding optimiser go to ``last<epoch>/``) — and a
+    call that finds it goes on after its epoch, so an interrupted run ends as the uninterrupted one would.
+    Whether the state belongs to this run (the same options) is the caller's to check: it calls
+    :func:`clear_last` otherwise."""
     if ties not in ("earlier", "later"):
         raise ValueError(f"ties: expected 'earlier' or 'later', found {ties!r}")
     device = source.device
@@ -323,9 +411,15 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
     best = FitResult(0, math.inf if lower else -math.inf, 0, 0.0, {}, source.metric)
     started = time.perf_counter()
     aug_term = augmentation.start(model, method, source, generator) if augmentation is not None else None
+    state = (model, method, optimizers, plateau, generator)
+    done = _resume(run_dir, state, best, world) if resumable and run_dir is not None else None
+    first = 1
+    if done is not None:
+        first = config.epochs + 1 if done["stopped"] else done["epoch"] + 1
+        started -= done["seconds"]
     model.train()
     method.train()
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(first, config.epochs + 1):
         positions = torch.randperm(train_rows.numel(), generator=generator).to(device)
         if world is not None:  # every rank a share of every step: the last rows%size rows wait for the next epoch
             positions = positions[:positions.numel() - positions.numel() % world.size]
@@ -382,7 +476,10 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
                 save_sharded(model, run_dir / "checkpoint", world, {"epoch": epoch, f"val_{source.metric}": val})
             elif run_dir is not None:
                 write_torch(run_dir / "checkpoint.pt", {**best.state, "epoch": epoch, f"val_{source.metric}": val})
-        elif epoch - best.best_epoch >= config.patience:
+        stop = not better and epoch - best.best_epoch >= config.patience
+        if resumable and run_dir is not None:
+            _save_last(run_dir, state, best, world, epoch, time.perf_counter() - started, stop)
+        if stop:
             break
     best.seconds = time.perf_counter() - started
     model.load_state_dict(best.state["model"])
@@ -393,7 +490,7 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
 def fit(model: nn.Module, method: Method, data: SplitData, train_rows: Tensor, val_rows: Tensor,
         config: TrainConfig, teacher: TeacherView | None = None, augmentation: Augmentation | None = None,
         run_dir: Path | None = None, on_epoch: Callable[[dict], None] | None = None,
-        world: "World | None" = None, embedding_optimizer: str = "adam") -> FitResult:
+        world: "World | None" = None, embedding_optimizer: str = "adam", resumable: bool = False) -> FitResult:
     """:func:`train` on the rating rows of a split (validation metric: RMSE)."""
     return train(model, method, RatingSource(data), train_rows, val_rows, config, teacher, augmentation,
-                 run_dir, on_epoch, world=world, embedding_optimizer=embedding_optimizer)
+                 run_dir, on_epoch, world=world, embedding_optimizer=embedding_optimizer, resumable=resumable)

@@ -21,7 +21,7 @@ from reckd.losses import Dims, HeadSpec, Outputs, get, make_config
 from reckd.models.ensemble import Ensemble
 from reckd.models.ranker import Ranker, RankerConfig, count_parameters
 from reckd.train.io import read_json, write_json, write_torch
-from reckd.train.loop import FitResult, TrainConfig, fit, pair_scorer, predict_rows, rmse, scaled
+from reckd.train.loop import FitResult, TrainConfig, clear_last, fit, pair_scorer, predict_rows, rmse, scaled
 from reckd.train.plan import differences, normal
 
 if TYPE_CHECKING:
@@ -145,7 +145,8 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
     """Train (or resume) the starts, then :func:`_finish`. A start that finished before under the same
     options (``restart<k>/start.json``) is not trained again: its best epoch is read back from
     ``restart<k>/checkpoint.pt``, or, under ``torchrun``, from its sharded checkpoint — refused when
-    made with another plan, world size or model."""
+    made with another plan, world size or model. A start interrupted mid-way goes on after its last
+    epoch (``restart<k>/last.pt``, :func:`reckd.train.loop.train`'s ``resumable``)."""
     fingerprint = data.fingerprint
     main = world is None or world.main
     resume = (_recorded(out, recorded) if world is None else world.from_main(lambda: _recorded(out, recorded))) == recorded
@@ -160,8 +161,10 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
         finished = resume and (run_dir / "start.json").is_file()
         if main and not finished:
             run_dir.mkdir(exist_ok=True)
-            for name in ("start.json", "metrics.jsonl"):
-                (run_dir / name).unlink(missing_ok=True)
+            (run_dir / "start.json").unlink(missing_ok=True)
+            if not resume:  # epochs of other options: start over (the same options go on from the last epoch)
+                (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+                clear_last(run_dir)
         if world is not None:
             finished = world.from_main(lambda: finished)
             world.barrier()
@@ -189,7 +192,7 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
         none = get("none")(make_config("none"), Dims(*model.dims), Dims(*model.dims), head)
         result = fit(trained, none, data, data.rows("train", teacher_only=True), data.rows("val", teacher_only=True),
                      train, run_dir=run_dir, on_epoch=on_epoch, world=world,
-                     embedding_optimizer=config.embedding_optimizer)
+                     embedding_optimizer=config.embedding_optimizer, resumable=True)
         if world is not None:  # the unsharded best epoch, on rank 0
             state = full_state(trained, world)
             if main:
@@ -197,6 +200,7 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
         if main:
             write_json(run_dir / "start.json", {"best_epoch": result.best_epoch, "best_val": result.best_val,
                                                 "epochs_run": result.epochs_run, "seconds": result.seconds})
+            clear_last(run_dir)  # the start is done: its training state is no longer needed
         starts.append((result, model))
     if world is not None:
         return world.from_main(lambda: _finish(data, out, config, starts, fingerprint, plans))

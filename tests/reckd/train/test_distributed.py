@@ -12,13 +12,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from reckd.errors import ReckdError
+from reckd.errors import EveryRankError, ReckdError
 from reckd.train.distributed import World, load_sharded, shard, world_from_env
 
 SMALL = ("--restarts", "1", "--epochs", "3", "--batch-size", "512", "--lr", "3e-3", "--embedding-optimizer", "adagrad",
@@ -105,6 +106,7 @@ def test_an_interrupted_sharded_teacher_resumes_its_finished_starts(sharded_teac
     done = _torchrun("pretrain", str(synth_split), "--out", str(out), *SMALL)
     assert done.returncode != 0
     assert "a sharded checkpoint made with another plan, world size or model: plan.ebc.t_user.ranks" in done.stderr
+    assert done.stderr.count("reckd: error") == 1  # rank 0's refusal, said once for both ranks
 
 
 def test_an_interrupted_teacher_resumes_its_finished_starts(synth_data, tmp_path, one_thread):
@@ -123,6 +125,76 @@ def test_an_interrupted_teacher_resumes_its_finished_starts(synth_data, tmp_path
     assert (out / "restart0" / "metrics.jsonl").read_text() == kept
     assert again["test_rmse"] == pytest.approx(first["test_rmse"], abs=1e-6)
     assert again["restart_val_rmse"] == pytest.approx(first["restart_val_rmse"], abs=1e-6)
+
+
+class Killed(Exception):
+    """Stands for the process being killed mid-way."""
+
+
+def test_a_start_interrupted_mid_way_goes_on_from_its_last_epoch(synth_data, tmp_path, one_thread):
+    from reckd.train.teacher import PretrainConfig, pretrain
+
+    config = PretrainConfig(restarts=1, scale=False)  # dropout 0.3 and input dropout 0.5: the global RNG matters
+    config.train = dataclasses.replace(config.train, epochs=4, batch_size=512, lr=3e-3)
+    whole = pretrain(synth_data, tmp_path / "whole", config)
+
+    def kill_at_3(record):
+        if record["epoch"] == 3:  # logged, but neither its checkpoint nor its state written
+            raise Killed
+
+    out = tmp_path / "teacher"
+    with pytest.raises(Killed):
+        pretrain(synth_data, out, config, on_epoch=kill_at_3)
+    assert torch.load(out / "restart0" / "last.pt", weights_only=True)["epoch"] == 2
+    epochs = []
+    again = pretrain(synth_data, out, config, on_epoch=epochs.append)
+    assert [r["epoch"] for r in epochs] == [3, 4]  # epochs 1 and 2 are not trained again
+    assert again["test_rmse"] == pytest.approx(whole["test_rmse"], abs=1e-6)  # as if never interrupted
+    logged = [json.loads(line) for line in (out / "restart0" / "metrics.jsonl").read_text().splitlines()]
+    expected = [json.loads(x) for x in (tmp_path / "whole" / "restart0" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [1, 2, 3, 4]
+    assert [r["val_rmse"] for r in logged] == pytest.approx([r["val_rmse"] for r in expected], abs=1e-6)
+    assert not (out / "restart0" / "last.pt").exists()  # a finished start keeps no training state
+    # a start interrupted under other options starts over, not from their state
+
+    def with_lr(lr: float) -> PretrainConfig:
+        return dataclasses.replace(config, train=dataclasses.replace(config.train, lr=lr))
+
+    with pytest.raises(Killed):
+        pretrain(synth_data, out, with_lr(1e-3), on_epoch=kill_at_3, retrain_changed=True)
+    epochs.clear()
+    pretrain(synth_data, out, with_lr(2e-3), on_epoch=epochs.append, retrain_changed=True)
+    assert [r["epoch"] for r in epochs] == [1, 2, 3, 4]
+
+
+def test_a_sharded_start_killed_mid_way_goes_on_from_its_last_epoch(synth_split, tmp_path):
+    args = ("pretrain", str(synth_split), *SMALL[:2], "--epochs", "6", *SMALL[4:])
+    whole = _torchrun(*args, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    out = tmp_path / "teacher"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    launch = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "reckd", *args, "--out", str(out)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = out / "restart0" / "last.pt"
+    deadline = time.monotonic() + 300
+    while launch.poll() is None and time.monotonic() < deadline:
+        if last.is_file() and torch.load(last, weights_only=True)["epoch"] >= 2:
+            launch.terminate()  # as a scheduler preempts a job: torchrun stops every rank
+            break
+        time.sleep(0.05)
+    launch.wait(timeout=60)
+    killed_at = torch.load(last, weights_only=True)["epoch"]
+    assert killed_at < 6, "the run finished before it could be killed"
+    again = _torchrun(*args, "--out", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    trained = [int(line.split()[1]) for line in again.stderr.splitlines() if line.startswith("epoch ")]
+    assert trained == list(range(killed_at + 1, 7)), again.stderr[-5000:]
+    logged = [json.loads(line)["epoch"] for line in (out / "restart0" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4, 5, 6]
+    before, after = (json.loads((d / "result.json").read_text()) for d in (tmp_path / "whole", out))
+    assert after["test_rmse"] == pytest.approx(before["test_rmse"], abs=1e-4)
+    assert not list((out / "restart0").glob("last*"))
 
 
 def test_distill_over_two_ranks_runs_each_run_once_with_one_process_results(synth_split, synth_data, synth_teacher,
@@ -248,6 +320,22 @@ def test_a_collective_outwaits_the_join_timeout():
     for process in processes:
         process.join(timeout=120)
     assert dict(results.get(timeout=5) for _ in range(2)) == {0: 42, 1: 42}
+
+
+@pytest.mark.parametrize("rank, alike, said", [("0", True, "reckd: error: bad\n"), ("1", True, ""),
+                                              ("1", False, "reckd: error (rank 1): bad\n")])
+def test_an_error_every_rank_raised_is_said_once(monkeypatch, capsys, rank, alike, said):
+    from reckd.cli import main as cli
+
+    def refuse(args):
+        raise (EveryRankError if alike else ReckdError)("bad")
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    parsed = SimpleNamespace(func=refuse)
+    monkeypatch.setattr(cli, "build_parser", lambda: SimpleNamespace(parse_args=lambda argv: parsed))
+    assert cli.main([]) == 1
+    assert capsys.readouterr().err == said
 
 
 def test_adagrad_for_tables_and_adam_for_the_rest_in_one_process():
