@@ -263,8 +263,8 @@ def full_state(model: nn.Module, world: World) -> dict[str, Tensor] | None:
 
 # ---------------------------------------------------------------- sharded checkpoints
 def sharded_state(model: nn.Module, optimizer: bool = False) -> dict:
-    """What a sharded checkpoint holds: the model's state dict — and, with ``optimizer``, under ``model``
-    beside the fused embedding optimiser's state (``optimizer``), for resuming mid-way."""
+    """What a sharded checkpoint holds: the model's state dict; with ``optimizer`` (to resume mid-way),
+    ``{"model": that, "optimizer": the fused embedding optimiser's state}``."""
     state = model.state_dict()
     return {"model": state, "optimizer": model.fused_optimizer.state_dict()} if optimizer else state
 
