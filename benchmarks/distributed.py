@@ -6,6 +6,7 @@ rows differ only in how the step is computed.
 
     python benchmarks/distributed.py                                   # 25M ratings, 2 ranks
     python benchmarks/distributed.py --ratings 1000000 --out /tmp/d    # a quick look
+    python benchmarks/distributed.py --only ranks                      # the torchrun row alone
 
 The split is made once in ``--out`` and reused; the teachers are trained again on every call.
 """
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--data-dir", help="where the synthetic data lives (default: the data_prep data dir)")
     parser.add_argument("--out", default="runs/distributed")
+    parser.add_argument("--only", choices=("one", "ranks"), help="run just that row (one process, or torchrun)")
     args = parser.parse_args()
     from data_prep.paths import data_dir
 
@@ -51,6 +53,8 @@ def main() -> None:
     }
     rows = []
     for (label, argv), folder in zip(launches.items(), ("one", "ranks")):
+        if args.only not in (None, folder):
+            continue
         shutil.rmtree(out / folder, ignore_errors=True)
         wall, peak = stage(label, argv, out / f"{folder}.log")
         epochs = [json.loads(x) for x in (out / folder / "restart0" / "metrics.jsonl").read_text().splitlines()]

@@ -12,11 +12,14 @@ from reckd.cli.flags import (add_device, add_methods, add_model, add_train, csv_
 from reckd.errors import ReckdError
 
 
-def _load(split_dir: str, device: str, world=None):
+def _load(split_dir: str, device: str, world=None, share: bool = False):
+    """The split, on the device; with ``share`` under ``torchrun``, only this rank's share of the training
+    ratings (what ``pretrain`` trains on)."""
     from reckd.data.split import load_split
     from reckd.train.device import resolve_device
 
-    return load_split(split_dir).to(world.device if world is not None else resolve_device(device))
+    part = (world.rank, world.size) if share and world is not None else None
+    return load_split(split_dir, part).to(world.device if world is not None else resolve_device(device))
 
 
 def _world(device: str):
@@ -35,7 +38,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     config.model = model_config(args, config.model)
     config.train = dataclasses.replace(train_config(args, config.train), seed=args.seed)
     world = _world(args.device)
-    data = _load(args.split_dir, args.device, world)
+    data = _load(args.split_dir, args.device, world, share=True)
     summary = pretrain(data, Path(args.out), config,
                        on_epoch=lambda r: print(f"epoch {r['epoch']:3d}  val RMSE {r['val_rmse']:.4f}",
                                                 file=sys.stderr, flush=True), retrain_changed=args.retrain_changed,

@@ -76,6 +76,12 @@ class SplitData:
     rating_min: float
     rating_max: float
     rating_step: float
+    part: tuple[int, int] | None = None  # (k, n): only the k-th of n shares of the training ratings
+
+    @property
+    def partial(self) -> bool:
+        """Whether this holds a share of the training ratings only (:func:`load_split`'s ``part``)."""
+        return self.part is not None and self.part[1] > 1
 
     @property
     def num_users(self) -> int:
@@ -132,6 +138,12 @@ class SplitData:
                 f"{self.path / 'manifest.json'}: unknown genre {genre!r}; known: {', '.join(self.genres)}"
             ) from None
 
+    def train_pairs(self) -> Tensor:
+        """The sorted keys ``user × items + item`` of the training ratings held (the movies each user has
+        rated in training, which ranking never proposes)."""
+        train = self.rows("train")
+        return torch.sort(self.user[train] * self.num_items + self.item[train]).values
+
     def batch(self, users: Tensor, items: Tensor, labels: Tensor | None = None) -> Batch:
         """A torchrec ``Batch`` for (user, item) pairs: empty dense features, a KeyedJaggedTensor with
         one id per single-valued feature and the movie's genres as a multi-valued bag, and labels."""
@@ -165,30 +177,30 @@ class SplitData:
         return self.batch(self.user[rows], self.item[rows], self.rating[rows])
 
 
-def _read_parquet(path: Path) -> pl.DataFrame:
+def _read_parquet(path: Path, columns: list[str] | None = None, schema: bool = False):
+    """The table (or, with ``schema``, its column names), or an error naming the unreadable file."""
     try:
-        return pl.read_parquet(path)
+        return list(pl.read_parquet_schema(path)) if schema else pl.read_parquet(path, columns=columns)
     except Exception as error:  # polars raises several types for a truncated or foreign file
         raise SplitError(f"{path}: expected a parquet table written by `data_prep split`, found an unreadable "
                          f"file ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
 
 
-def load_split(path: str | Path) -> SplitData:
-    """Read ``manifest.json``, ``ratings.parquet``, ``items.parquet`` and ``users.parquet`` of a split."""
+def load_split(path: str | Path, part: tuple[int, int] | None = None) -> SplitData:
+    """Read ``manifest.json``, ``ratings.parquet``, ``items.parquet`` and ``users.parquet`` of a split.
+    ``part=(k, n)`` (a rank of ``torchrun``): of the training ratings only every n-th from the k-th on,
+    in the file's order; validation and test ratings, and the user and item tables, whole."""
     path = Path(path)
     for name in ("manifest.json", "ratings.parquet", "items.parquet", "users.parquet"):
         if not (path / name).is_file():
             raise SplitError(f"{path / name}: missing; expected a directory written by `data_prep split`")
     manifest = read_json(path / "manifest.json", "a split manifest")
-    ratings = _read_parquet(path / "ratings.parquet")
-    need = {"user_id", "item_id", "rating", "split", "teacher"}
-    if missing := need - set(ratings.columns):
-        raise SplitError(f"{path / 'ratings.parquet'}: missing columns {sorted(missing)}; found {ratings.columns}")
+    ratings, ids = _read_ratings(path / "ratings.parquet", part)
     items = _read_parquet(path / "items.parquet")
     users = _read_parquet(path / "users.parquet")
-    # the tables cover every id that occurs in the ratings, in a fixed (sorted) order
-    user_ids = pl.concat([users["user_id"], ratings["user_id"]]).unique().sort()
-    item_ids = pl.concat([items["item_id"], ratings["item_id"]]).unique().sort()
+    # the tables cover every id that occurs in the ratings (all of them, whatever the part), in a fixed order
+    user_ids = pl.concat([users["user_id"], ids["user_id"]]).unique().sort()
+    item_ids = pl.concat([items["item_id"], ids["item_id"]]).unique().sort()
     users = pl.DataFrame({"user_id": user_ids}).join(users, on="user_id", how="left", maintain_order="left")
     items = pl.DataFrame({"item_id": item_ids}).join(items, on="item_id", how="left", maintain_order="left")
 
@@ -244,4 +256,31 @@ def load_split(path: str | Path) -> SplitData:
         rating_min=float(scale["min"]),
         rating_max=float(scale["max"]),
         rating_step=float(scale["step"]),
+        part=part,
     )
+
+
+def _read_ratings(path: Path, part: tuple[int, int] | None) -> tuple[pl.DataFrame, dict[str, pl.Series]]:
+    """The ratings table (with ``part``, its training rows of that share only) and the distinct user and
+    item ids of the whole table. A part is read a column at a time, so no more than one whole column
+    is ever held beside it."""
+    need = ("user_id", "item_id", "rating", "split", "teacher")
+    columns = _read_parquet(path, schema=True)
+    if missing := set(need) - set(columns):
+        raise SplitError(f"{path}: missing columns {sorted(missing)}; found {columns}")
+    if part is None or part[1] == 1:
+        ratings = _read_parquet(path)
+        return ratings, {"user_id": ratings["user_id"].unique(), "item_id": ratings["item_id"].unique()}
+    k, n = part
+    if not 0 <= k < n:
+        raise ValueError(f"part: expected (k, n) with 0 <= k < n, found {part}")
+    split = _read_parquet(path, ["split"])["split"]
+    train = split == SPLIT_CODES["train"]
+    keep = ~train | ((train.cast(pl.Int64).cum_sum() - 1) % n == k)  # the k-th, (k+n)-th, … training row
+    ids, kept = {}, {}
+    for column in need:
+        values = _read_parquet(path, [column])[column]
+        if column in ("user_id", "item_id"):
+            ids[column] = values.unique()
+        kept[column] = values.filter(keep)
+    return pl.DataFrame(kept), ids

@@ -58,7 +58,8 @@ class World:
         return self.rank == 0
 
     def share(self, rows: Tensor) -> Tensor:
-        """This rank's rows of a global batch: rows ``rank``, ``rank + size``, …"""
+        """This rank's share of ``rows``: rows ``rank``, ``rank + size``, … (what
+        ``load_split(part=(rank, size))`` reads of the training ratings)."""
         return rows[self.rank::self.size]
 
     def part(self, rows: Tensor) -> Tensor:
@@ -67,8 +68,8 @@ class World:
 
     def gather(self, part: Tensor) -> Tensor:
         """Every rank's ``part`` (1-D, lengths may differ by rank), concatenated in rank order, on every rank."""
-        sizes = [torch.zeros(1, dtype=torch.long) for _ in range(self.size)]
-        dist.all_gather(sizes, torch.tensor([part.numel()]))
+        sizes = [torch.zeros(1, dtype=torch.long, device=part.device) for _ in range(self.size)]
+        dist.all_gather(sizes, torch.tensor([part.numel()], device=part.device))
         longest = int(max(sizes))
         padded = torch.zeros(longest, dtype=part.dtype, device=part.device)
         padded[:part.numel()] = part

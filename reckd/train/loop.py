@@ -35,7 +35,7 @@ from torchrec import EmbeddingBagCollection
 
 from reckd.data.source import BatchSource, PairSource, RatingSource, rmse
 from reckd.data.split import SplitData
-from reckd.errors import ReckdError
+from reckd.errors import EveryRankError, ReckdError
 from reckd.losses.base import Method, Teacher
 from reckd.losses.common import teacher_label_loss
 from reckd.models.contract import Outputs
@@ -301,9 +301,10 @@ def clear_last(run_dir: Path, keep: str | None = None) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _rng_state(world: "World | None") -> list[dict]:
-    """Every rank's global random state (what draws the dropout masks), in rank order."""
-    mine = {"cpu": torch.get_rng_state(),
+def _rng_state(world: "World | None", generator: torch.Generator) -> list[dict]:
+    """Every rank's random states, in rank order: the shuffling ``generator`` and the global state (what
+    draws the dropout masks)."""
+    mine = {"shuffle": generator.get_state(), "cpu": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
     return [mine] if world is None else world.all_objects(mine)
 
@@ -316,8 +317,8 @@ def _save_last(run_dir: Path, state: tuple, best: FitResult, world: "World | Non
     model, method, optimizers, plateau, generator = state
     last = {"epoch": epoch, "stopped": stopped, "seconds": seconds, "best_epoch": best.best_epoch,
             "best_val": best.best_val, "best_method": best.state.get("method"), "method": method.state_dict(),
-            "optimizers": [o.state_dict() for o in optimizers], "generator": generator.get_state(),
-            "plateau": plateau.state_dict() if plateau is not None else None, "rng": _rng_state(world)}
+            "optimizers": [o.state_dict() for o in optimizers],
+            "plateau": plateau.state_dict() if plateau is not None else None, "rng": _rng_state(world, generator)}
     if world is None:
         write_torch(run_dir / "last.pt", {**last, "model": model.state_dict()})
         return
@@ -355,8 +356,8 @@ def _resume(run_dir: Path, state: tuple, best: FitResult, world: "World | None")
         optimizer.load_state_dict(saved)
     if plateau is not None:
         plateau.load_state_dict(last["plateau"])
-    generator.set_state(last["generator"])
     rng = last["rng"][world.rank if world is not None else 0]
+    generator.set_state(rng["shuffle"])
     torch.set_rng_state(rng["cpu"])
     if rng["cuda"] is not None:
         torch.cuda.set_rng_state_all(rng["cuda"])
@@ -385,12 +386,13 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
     ``run_dir``, every epoch appends to ``metrics.jsonl`` and each new best writes ``checkpoint.pt``
     atomically. Shuffling and augmentation draws use a generator seeded with ``config.seed``.
     ``world``: ``model`` is sharded (:func:`reckd.train.distributed.shard`) over the ranks of
-    ``torchrun``; each rank computes its share of every batch of ``config.batch_size`` rows (a multiple
-    of the world size), validation is reduced over the ranks, rank 0 writes the metrics and the best
+    ``torchrun``; ``train_rows`` are this rank's own (its share of the training ratings), of which it
+    shuffles as many per epoch as the rank holding the fewest and computes ``config.batch_size / world.size``
+    rows of every step (the batch a multiple of the world size), validation is reduced over the ranks, rank 0 writes the metrics and the best
     epoch is a sharded checkpoint ``checkpoint/``. ``embedding_optimizer``: see :func:`_optimizers`.
 
     ``resumable`` (with ``run_dir``): every epoch also leaves the whole training state in ``last.pt`` —
-    optimiser and scheduler states, the shuffling generator, the random state, the best epoch so far, the
+    optimiser and scheduler states, every rank's shuffling generator and random state, the best epoch so far, the
     weights (under ``world`` the sharded weights and embedding optimiser go to ``last<epoch>/``) — and a
     call that finds it goes on after its epoch, so an interrupted run ends as the uninterrupted one would.
     Whether the state belongs to this run (the same options) is the caller's to check: it calls
@@ -398,10 +400,17 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
     if ties not in ("earlier", "later"):
         raise ValueError(f"ties: expected 'earlier' or 'later', found {ties!r}")
     device = source.device
-    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    # under world each rank its own draws: the same permutation of every share would batch neighbouring rows
+    stream = config.seed if world is None else config.seed * world.size + world.rank  # (the seed keeps 32 bits)
+    generator = torch.Generator(device="cpu").manual_seed(stream)
     step_teacher = _step_teacher(teacher, method, source, train_rows) if teacher is not None else None
-    if world is not None:
+    rows_per_epoch, batch_size = train_rows.numel(), config.batch_size
+    if world is not None:  # each rank its own training rows; every rank as many steps, of as many rows
         world.check_batch(config.batch_size)
+        rows_per_epoch, batch_size = min(world.all_objects(rows_per_epoch)), config.batch_size // world.size
+        if rows_per_epoch == 0:
+            raise EveryRankError(f"a rank of {world.size} holds no training rows: expected a share of the "
+                                 f"training ratings on every rank")
     optimizers = _optimizers(model, method, config, device, embedding_optimizer)
     lower = source.lower_is_better
     plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizers[0], mode="min" if lower else "max",
@@ -420,17 +429,13 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
     model.train()
     method.train()
     for epoch in range(first, config.epochs + 1):
-        positions = torch.randperm(train_rows.numel(), generator=generator).to(device)
-        if world is not None:  # every rank a share of every step: the last rows%size rows wait for the next epoch
-            positions = positions[:positions.numel() - positions.numel() % world.size]
+        # under world, a rank holding more rows than the fewest leaves its last few for another epoch
+        positions = torch.randperm(train_rows.numel(), generator=generator).to(device)[:rows_per_epoch]
         order = train_rows[positions]
         # the step never waits for the device: loss terms are kept as tensors and read once per epoch
         history: list[dict[str, Tensor]] = []
-        for start in range(0, order.numel(), config.batch_size):
-            rows = order[start:start + config.batch_size]
-            at = positions[start:start + config.batch_size]
-            if world is not None:
-                rows, at = world.share(rows), world.share(at)
+        for start in range(0, rows_per_epoch, batch_size):
+            rows, at = order[start:start + batch_size], positions[start:start + batch_size]
             inputs, labels = source.batch(rows)
             student = model(inputs)
             terms = method(student, step_teacher(rows, at, inputs) if step_teacher is not None else None, labels)

@@ -55,11 +55,18 @@ def _member(keys: Tensor, sorted_set: Tensor) -> Tensor:
 
 @torch.no_grad()
 def ranking_metrics(score: Scorer, data: SplitData, genre: str, k: int = 10, users_per_chunk: int = 256,
-                    max_users: int = 1000) -> dict:
+                    max_users: int = 1000, seen: Tensor | None = None) -> dict:
     """``{"ndcg@k": …, "recall@k": …, "hr@k": …, "ranked_users": n}`` for ``genre``; above
-    ``max_users`` users, a sample of them drawn with a generator seeded by the genre's index."""
+    ``max_users`` users, a sample of them drawn with a generator seeded by the genre's index. ``seen``:
+    every training pair (:meth:`SplitData.train_pairs` of the whole split; by default ``data``'s own,
+    which a split holding a share of the training ratings lacks)."""
     if k <= 0:
         raise ReckdError(f"ranking metrics: expected k ≥ 1, found {k}")
+    if seen is None:
+        if data.partial:
+            raise ValueError("ranking_metrics: data holds a share of the training ratings; pass seen, the "
+                             "training pairs of the whole split")
+        seen = data.train_pairs()
     device = data.rating.device
     test = data.rows("test", genre)
     items = data.item_genre[:, data.genre_index(genre)].nonzero().squeeze(1)
@@ -67,8 +74,6 @@ def ranking_metrics(score: Scorer, data: SplitData, genre: str, k: int = 10, use
     if users.numel() > max_users:
         generator = torch.Generator().manual_seed(data.genre_index(genre))
         users = users[torch.randperm(users.numel(), generator=generator)[:max_users].to(device)].sort().values
-    train = data.rows("train")
-    seen = torch.sort(data.user[train] * data.num_items + data.item[train]).values
     relevant = torch.sort(data.user[test] * data.num_items + data.item[test]).values
     sums = {name: 0.0 for name in METRICS}
     for start in range(0, users.numel(), users_per_chunk):

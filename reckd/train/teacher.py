@@ -83,13 +83,15 @@ def pretrain(data: SplitData, out: Path, config: PretrainConfig | None = None,
     differ, unless ``retrain_changed``.
 
     ``world`` (under ``torchrun``): every start is sharded over the ranks
-    (:func:`reckd.train.distributed.shard`), each rank computing its share of every global batch; rank 0
-    holds the folder, writes the files, gathers the unsharded teacher into ``checkpoint.pt`` and
-    computes the result, which every rank returns. Each start's best epoch is also kept sharded
+    (:func:`reckd.train.distributed.shard`), each rank training on its share of the training ratings —
+    ``data`` loaded with ``load_split(part=(rank, size))``, or the whole split, of which it takes that
+    share. Every rank then holds the unsharded teacher and scores a share of the genres; rank 0 holds
+    the folder, writes the files and the result, which every rank returns. Each start's best epoch is also kept sharded
     (``restart<k>/checkpoint/``, :func:`reckd.train.distributed.load_sharded` reads it in one process)."""
     config = config or PretrainConfig()
     if config.scale:
         rows = int(data.rows("train", teacher_only=True).numel())
+        rows = sum(world.all_objects(rows)) if world is not None and data.partial else rows
         config = dataclasses.replace(config, train=scaled(config.train, rows))
     if world is not None:
         world.check_batch(config.train.batch_size)  # before the folder is claimed
@@ -154,6 +156,7 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
         (out / "result.json").unlink(missing_ok=True)  # the folder is a finished teacher only once result.json is back
         write_json(out / "config.json", recorded)
     head = HeadSpec("rating", data.levels)
+    train_rows, val_rows = _own_rows(data, world), data.rows("val", teacher_only=True)
     starts, plans = [], []
     for restart in range(config.restarts):
         train = dataclasses.replace(config.train, seed=config.train.seed + restart)
@@ -180,43 +183,61 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
             result = FitResult(**read_json(run_dir / "start.json", "a finished start"), state={})
             if world is None:
                 model.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"])
-            else:  # rank 0 needs the weights; every rank stops if they are from another plan or world
+            else:  # rank 0 reads the weights for every rank; all stop if they are from another plan or world
                 expected = describe(trained, world)
-
-                def load() -> None:
-                    model.load_state_dict(load_sharded(run_dir / "checkpoint", expected))
-
-                world.from_main(load)
+                model.load_state_dict(world.from_main(lambda: load_sharded(run_dir / "checkpoint", expected)))
             starts.append((result, model))
             continue
         none = get("none")(make_config("none"), Dims(*model.dims), Dims(*model.dims), head)
-        result = fit(trained, none, data, data.rows("train", teacher_only=True), data.rows("val", teacher_only=True),
-                     train, run_dir=run_dir, on_epoch=on_epoch, world=world,
+        result = fit(trained, none, data, train_rows, val_rows, train, run_dir=run_dir, on_epoch=on_epoch, world=world,
                      embedding_optimizer=config.embedding_optimizer, resumable=True)
-        if world is not None:  # the unsharded best epoch, on rank 0
+        if world is not None:  # the unsharded best epoch, on every rank
             state = full_state(trained, world)
-            if main:
-                model.load_state_dict(state)
+            model.load_state_dict(world.from_main(lambda: state))
         if main:
             write_json(run_dir / "start.json", {"best_epoch": result.best_epoch, "best_val": result.best_val,
                                                 "epochs_run": result.epochs_run, "seconds": result.seconds})
             clear_last(run_dir)  # the start is done: its training state is no longer needed
         starts.append((result, model))
-    if world is not None:
-        return world.from_main(lambda: _finish(data, out, config, starts, fingerprint, plans))
-    return _finish(data, out, config, starts, fingerprint, plans)
+    teacher = _combine(data, config, starts)
+    if world is None:
+        return _finish(data, out, config, starts, teacher, genre_rmse(teacher[0], data), fingerprint, plans)
+    # the genres' scores, a share of the genres on each rank, ranking against every rank's training pairs
+    seen = torch.sort(world.gather(data.train_pairs())).values
+    scored = world.all_objects(genre_rmse(teacher[0], data, seen, data.genres[world.rank::world.size]))
+    genres = {genre: part[genre] for genre in data.genres for part in scored if genre in part}
+    return world.from_main(lambda: _finish(data, out, config, starts, teacher, genres, fingerprint, plans))
 
 
-def _finish(data: SplitData, out: Path, config: PretrainConfig, starts: list, fingerprint: str,
-            plans: list[dict]) -> dict:
-    """Combine the starts into the teacher, score it and write ``checkpoint.pt`` and ``result.json``."""
-    val_rows, test_rows = data.rows("val", teacher_only=True), data.rows("test", teacher_only=True)
+def _own_rows(data: SplitData, world: World | None) -> Tensor:
+    """The teacher's training rows that this process trains on: all of them, or under ``world`` this
+    rank's share (``data`` holding just that share, or the whole split)."""
+    rows = data.rows("train", teacher_only=True)
+    if world is None or data.part == (world.rank, world.size):
+        return rows
+    if data.partial:
+        raise ValueError(f"pretrain: data holds share {data.part} of the training ratings, expected share "
+                         f"{(world.rank, world.size)} (this rank's) or the whole split")
+    return world.share(rows)
+
+
+def _combine(data: SplitData, config: PretrainConfig, starts: list) -> tuple[Ranker | Ensemble, int | None, float]:
+    """The teacher made of the starts: the ensemble of all (``restart`` None), or the start with the best
+    validation RMSE; and that teacher's validation RMSE."""
     if is_ensemble(config.combine, config.restarts):
         model = Ensemble([m for _, m in starts])
-        restart, val = None, rmse(predict_rows(model, None, data, val_rows), data.rating[val_rows])
-    else:
-        restart = min(range(len(starts)), key=lambda k: starts[k][0].best_val_rmse)
-        model, val = starts[restart][1], starts[restart][0].best_val_rmse
+        val_rows = data.rows("val", teacher_only=True)
+        return model, None, rmse(predict_rows(model, None, data, val_rows), data.rating[val_rows])
+    restart = min(range(len(starts)), key=lambda k: starts[k][0].best_val_rmse)
+    return starts[restart][1], restart, starts[restart][0].best_val_rmse
+
+
+def _finish(data: SplitData, out: Path, config: PretrainConfig, starts: list, teacher: tuple, genres: dict,
+            fingerprint: str, plans: list[dict]) -> dict:
+    """Score the teacher (:func:`_combine`) and write ``checkpoint.pt`` and ``result.json``; ``genres``:
+    its :func:`genre_rmse`."""
+    model, restart, val = teacher
+    test_rows = data.rows("test", teacher_only=True)
     epochs = [r.best_epoch for r, _ in starts] if restart is None else starts[restart][0].best_epoch
     summary = {
         "restart": restart,
@@ -231,7 +252,7 @@ def _finish(data: SplitData, out: Path, config: PretrainConfig, starts: list, fi
         "epochs_run": sum(r.epochs_run for r, _ in starts) if restart is None else starts[restart][0].epochs_run,
         "seconds": sum(r.seconds for r, _ in starts),
         "parameters": count_parameters(model),
-        "genres": genre_rmse(model, data),
+        "genres": genres,
         **({"sharding": plans[0]} if plans else {}),
     }
     write_torch(out / "checkpoint.pt", {"model": model.state_dict(), "epoch": epochs, "val_rmse": val})
@@ -239,15 +260,18 @@ def _finish(data: SplitData, out: Path, config: PretrainConfig, starts: list, fi
     return summary
 
 
-def genre_rmse(model: Ranker, data: SplitData) -> dict[str, dict]:
-    """Test RMSE, test-rating count and ranking metrics (NDCG/Recall/HR@10) of a model on each genre."""
+def genre_rmse(model: Ranker, data: SplitData, seen: Tensor | None = None,
+               genres: list[str] | None = None) -> dict[str, dict]:
+    """Test RMSE, test-rating count and ranking metrics (NDCG/Recall/HR@10) of a model on each genre (of
+    ``genres``: default all) with test ratings; ``seen``: see :func:`reckd.train.ranking.ranking_metrics`."""
+    seen = data.train_pairs() if seen is None and not data.partial else seen  # once for every genre
     out = {}
-    for genre in data.genres:
+    for genre in data.genres if genres is None else genres:
         rows = data.rows("test", genre)
         if rows.numel():
             out[genre] = {"test_rmse": rmse(predict_rows(model, None, data, rows), data.rating[rows]),
                           "test_ratings": int(rows.numel()),
-                          **ranking_metrics(pair_scorer(model, None, data), data, genre)}
+                          **ranking_metrics(pair_scorer(model, None, data), data, genre, seen=seen)}
     return out
 
 

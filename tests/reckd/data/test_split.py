@@ -58,3 +58,27 @@ def test_levels_and_missing_files(synth_data, tmp_path):
         load_split(tmp_path)
     with pytest.raises(SplitError, match="unknown genre 'Nope'"):
         synth_data.rows("train", "Nope")
+
+
+def test_parts_share_the_training_ratings_and_hold_the_rest_whole(synth_split, synth_data):
+    """What each rank of ``torchrun`` reads: its share of the training ratings, every other rating, and
+    the user and item tables of the whole split (the same ids and feature codes on every rank)."""
+    whole = synth_data
+    parts = [load_split(synth_split, part=(k, 3)) for k in range(3)]
+    train = whole.rows("train")
+    keys = lambda d, rows: set(zip(d.user[rows].tolist(), d.item[rows].tolist(), d.rating[rows].tolist()))
+    shares = [keys(p, p.rows("train")) for p in parts]
+    assert set.union(*shares) == keys(whole, train) and sum(map(len, shares)) == train.numel()
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1  # every n-th training rating
+    # the k-th share is the k-th, (k+3)-th, … training rating of the file
+    assert torch.equal(parts[1].user[parts[1].rows("train")], whole.user[train[1::3]])
+    for p in parts:
+        assert p.partial and p.features == whole.features
+        assert all(torch.equal(p.user_features[f], whole.user_features[f]) for f in whole.user_features)
+        assert torch.equal(p.genre_offsets, whole.genre_offsets) and p.fingerprint == whole.fingerprint
+        for split in ("val", "test"):
+            assert torch.equal(p.user[p.rows(split)], whole.user[whole.rows(split)])
+            assert torch.equal(p.rating[p.rows(split)], whole.rating[whole.rows(split)])
+    everything = torch.sort(torch.cat([p.train_pairs() for p in parts])).values
+    assert torch.equal(everything, whole.train_pairs())
+    assert not load_split(synth_split, part=(0, 1)).partial

@@ -65,6 +65,21 @@ def test_two_gloo_ranks_train_the_teacher_of_one_process(sharded_teacher, synth_
     assert isinstance(TrainConfig(**recorded["train"]), TrainConfig)
 
 
+def test_ranks_score_the_genres_of_one_process(sharded_teacher, synth_data, synth_split, one_thread):
+    """Each rank trains on its share of the training ratings only, then scores a share of the genres,
+    ranking against every rank's training pairs: the genres' scores equal one process's on the whole split."""
+    from reckd.cli.train import _load
+    from reckd.train.teacher import genre_rmse, load_teacher
+
+    assert _load(str(synth_split), "cpu", World(1, 2, torch.device("cpu")), share=True).part == (1, 2)
+    out, _ = sharded_teacher
+    scored = json.loads((out / "result.json").read_text())["genres"]
+    expected = genre_rmse(load_teacher(out), synth_data)
+    assert list(scored) == list(expected) == [g for g in synth_data.genres if g in expected]
+    for genre, scores in expected.items():
+        assert scored[genre] == pytest.approx(scores, abs=1e-6), genre
+
+
 def test_a_sharded_checkpoint_loads_into_one_process(sharded_teacher):
     out, _ = sharded_teacher
     sharded = load_sharded(out / "restart0" / "checkpoint")
