@@ -58,7 +58,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
     from reckd.train.distill import DistillConfig, distill
 
     config = DistillConfig(genres=args.genres, methods=args.methods, seeds=args.seeds, augment=args.augment,
-                           options=method_options(args.set), scale=scales(args))
+                           options=method_options(args.set), scale=scales(args),
+                           embedding_optimizer=args.embedding_optimizer, shard_students=args.shard_students)
     config.model = model_config(args, config.model)
     config.train = train_config(args, config.train)
     config.check()  # before the split is loaded
@@ -120,11 +121,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_train(p, "teacher")
     add_model(p, "teacher")
     add_device(p)
-    from reckd.train.distributed import EMBEDDING_OPTIMIZERS, SHARDINGS
-
-    p.add_argument("--embedding-optimizer", choices=tuple(EMBEDDING_OPTIMIZERS), default="adam",
-                   help="the embedding tables' optimiser (default adam; a teacher sharded by torchrun on CPUs "
-                        "needs adagrad, which fbgemm's CPU kernels support)")
+    _embedding_optimizer_flag(p, "a teacher")
+    from reckd.train.distributed import SHARDINGS
 
     p.add_argument("--sharding", choices=SHARDINGS, default="auto",
                    help="under torchrun: how the embedding tables are sharded (default auto: torchrec's planner "
@@ -138,6 +136,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_methods(p, "none,kd")
     p.add_argument("--tuned", metavar="TUNE/tuned.json",
                    help="train each run with the values `reckd tune` chose for its method and genre class")
+    _embedding_optimizer_flag(p, "a student")
+    p.add_argument("--shard-students", action="store_true",
+                   help="under torchrun: train every run with all ranks together, the student sharded like the "
+                        "teacher (default: each run on one rank)")
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("tune", help="choose the students' hyper-parameters on validation (a grid of distill runs)",
@@ -151,6 +153,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "model.input_dropout=0,0.5 train.lr=3e-3 train.weight_decay=0,1e-3,1e-2,3e-2: 8 points)")
     p.add_argument("--seed", type=int, default=0, help="the seed of every grid run (default 0)")
     p.set_defaults(func=cmd_tune)
+
+
+def _embedding_optimizer_flag(p: argparse.ArgumentParser, who: str) -> None:
+    from reckd.train.distributed import EMBEDDING_OPTIMIZERS
+
+    p.add_argument("--embedding-optimizer", choices=tuple(EMBEDDING_OPTIMIZERS), default="adam",
+                   help=f"the embedding tables' optimiser (default adam; {who} sharded by torchrun on CPUs "
+                        f"needs adagrad, which fbgemm's CPU kernels support)")
 
 
 def _student_flags(p: argparse.ArgumentParser, out_help: str) -> None:

@@ -49,7 +49,9 @@ class DistillConfig:
     ``min_steps``: the batch shrinks (down to ``min_batch``) so that a small genre still takes at
     least this many optimiser steps per epoch. ``tuned``: values chosen by ``reckd tune`` per method spec
     and genre class, ``{"kd": {"dense": {"train.lr": 0.001}}}``, applied over ``model`` and ``train``
-    (empty: untuned; see :func:`reckd.train.tune.load_tuned`)."""
+    (empty: untuned; see :func:`reckd.train.tune.load_tuned`). ``embedding_optimizer``: as the teacher's
+    (:class:`reckd.train.teacher.PretrainConfig`); ``shard_students``: under ``torchrun``, every run is
+    trained by all ranks together, its student sharded like the teacher, instead of each run by one rank."""
 
     genres: str = "all"
     methods: tuple[str, ...] = ("none", "kd")
@@ -64,9 +66,14 @@ class DistillConfig:
     min_batch: int = 64
     tuned: dict[str, dict[str, dict[str, object]]] = field(default_factory=dict)
     scale: bool = True  # a genre of over 1M training ratings gets a larger batch and lr (loop.scaled)
+    embedding_optimizer: str = "adam"
+    shard_students: bool = False
 
     def check(self) -> None:
         """Every option in range, each error naming its flag."""
+        from reckd.train.distributed import check_embedding_optimizer
+
+        check_embedding_optimizer(self.embedding_optimizer)
         unique(tuple(self.methods), "--methods")
         unique(tuple(self.seeds), "--seeds")
         names = {split_spec(m)[0] for m in self.methods}  # raises on an unknown method
@@ -112,8 +119,14 @@ def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig
 
     ``world`` (under ``torchrun``): rank 0 holds the folder, plans the runs and builds the teacher-output
     cache; the pending runs are dealt out over the ranks of all nodes (each run trained by exactly one
-    rank, into the shared ``out``), and every rank returns all results."""
+    rank, into the shared ``out``), and every rank returns all results. With ``config.shard_students``,
+    every run is trained by all ranks together instead, one after another, its student sharded
+    (:meth:`StudentRuns.train`)."""
     config.check()
+    if config.shard_students and world is None:
+        raise ReckdError("--shard-students: expected a launch by torchrun with at least 2 processes (the "
+                         "students are sharded over its ranks), found a single process")
+    together = world is not None and config.shard_students
     device = data.rating.device
     workers = default_workers(device) if workers is None else workers
     if workers < 1:
@@ -123,7 +136,7 @@ def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig
     if world is not None:
         world.agree("the split's fingerprint", data.fingerprint)
         world.agree("the teacher's checkpoint (SHA-256)", ref.sha256)
-    students = StudentRuns(data, ref, config)
+    students = StudentRuns(data, ref, config, world if together else None)
     runs = [Run(g, m, s) for g in genres for m in config.methods for s in config.seeds]
     requested = {run: students.config_of(run) for run in runs}  # a run without tuned values stops here
 
@@ -144,11 +157,11 @@ def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig
             if world.main and plan.pending:
                 students.cache
             world.barrier()
-            mine = plan.pending[world.rank::world.size]
+            mine = plan.pending if together else plan.pending[world.rank::world.size]
         main = world is None or world.main
         bar = tqdm(total=len(runs), initial=len(plan.finished), desc="distill", unit="run",
                    disable=not (progress and main), file=sys.stderr)
-        if workers > 1 and len(mine) > 1:
+        if workers > 1 and len(mine) > 1 and not together:
             threads = max(1, torch.get_num_threads() // workers)
             students.cache  # built once here, before the workers read it
             recipe = functools.partial(_worker, str(data.path), str(device), ref, config, threads, out)
@@ -158,9 +171,9 @@ def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig
         done = []
         for outcome in outcomes:
             done.append(outcome)
-            bar.update(world.size if world is not None else 1)  # rank 0's progress stands for every rank's
+            bar.update(world.size if world is not None and not together else 1)  # rank 0's stands for all
         bar.close()
-        if world is not None:  # every rank's outcomes, on every rank
+        if world is not None and not together:  # every rank's outcomes, on every rank
             done = [outcome for outcomes in world.all_objects(done) for outcome in outcomes]
     failed = [o for o in done if isinstance(o, str)]
     for message in failed:

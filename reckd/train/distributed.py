@@ -83,6 +83,18 @@ class World:
         dist.all_reduce(value)
         return value / self.size
 
+    def average_gradients(self, parameters: list[Tensor]) -> None:
+        """Average over the ranks the gradients of replicated parameters that DDP does not see (a method's
+        extras), in one collective."""
+        held = [p for p in parameters if p.grad is not None]
+        if not held:
+            return
+        flat = torch.cat([p.grad.reshape(-1) for p in held])
+        dist.all_reduce(flat)
+        flat /= self.size
+        for p, grad in zip(held, flat.split([p.numel() for p in held])):
+            p.grad = grad.view_as(p)
+
     def check_batch(self, batch_size: int) -> None:
         """A global batch must split evenly over the ranks (the same answer on every rank: no collective)."""
         if batch_size % self.size:

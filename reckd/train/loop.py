@@ -411,6 +411,9 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
         if rows_per_epoch == 0:
             raise EveryRankError(f"a rank of {world.size} holds no training rows: expected a share of the "
                                  f"training ratings on every rank")
+        # the method's extras, replicated: rank 0's (prepared on its share), their gradients averaged
+        method.load_state_dict(world.from_main(lambda: method.state_dict()))
+    extras = [p for p in method.parameters() if p.requires_grad]
     optimizers = _optimizers(model, method, config, device, embedding_optimizer)
     lower = source.lower_is_better
     plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizers[0], mode="min" if lower else "max",
@@ -445,6 +448,8 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if world is not None:
+                world.average_gradients(extras)
             for optimizer in optimizers:
                 optimizer.step()
             history.append({k: v.detach() for k, v in terms.items()})

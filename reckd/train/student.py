@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -17,12 +18,15 @@ from reckd.data.split import SplitData, load_split
 from reckd.errors import ReckdError
 from reckd.losses import Dims, HeadSpec, get, make_config, split_spec
 from reckd.models.ranker import Ranker, RankerConfig, count_parameters
-from reckd.train.io import write_array, write_json
+from reckd.train.io import write_array, write_json, write_torch
 from reckd.train.loop import (Augmentation, NonFiniteLoss, TeacherView, TrainConfig, fit, pair_scorer, predict_rows,
                               rmse, scaled)
 from reckd.train.plan import Run, clear_run
 from reckd.train.ranking import ranking_metrics
 from reckd.train.teacher import TeacherRef, cached_teacher_outputs, load_teacher, ranker_features, teacher_outputs
+
+if TYPE_CHECKING:
+    from reckd.train.distributed import World
 
 # The hyper-parameters that ``reckd tune`` may search and a tuned file may set, as SECTION.FIELD of the
 # run's ``train`` (TrainConfig) or ``model`` (RankerConfig): the type, and the range in words. Left out:
@@ -80,10 +84,11 @@ def apply_tuned(model: RankerConfig, train: TrainConfig, values: dict[str, objec
 class StudentRuns:
     """Everything the runs of one ``distill`` request share, built once per process: the split, the
     teacher's identity, the method configs; the frozen teacher, its output cache and each genre's
-    augmentation pairs are made on first use (the planner never needs them)."""
+    augmentation pairs are made on first use (the planner never needs them). ``world``: every run is
+    trained by all its ranks together (``distill --shard-students`` under ``torchrun``)."""
 
-    def __init__(self, data: SplitData, teacher: TeacherRef, config) -> None:
-        self.data, self.ref, self.config = data, teacher, config
+    def __init__(self, data: SplitData, teacher: TeacherRef, config, world: World | None = None) -> None:
+        self.data, self.ref, self.config, self.world = data, teacher, config, world
         self.method_configs = {name: make_config(name, config.options.get(name, {}))
                                for name, _ in map(split_spec, config.methods)}
         self.train_rows = {}
@@ -124,6 +129,8 @@ class StudentRuns:
             train = scaled(train, self.rows(run.genre), lr="train.lr" not in tuned)
         head = "levels" if get(name).head_for(method_config) == "levels" else model.head
         batch = max(self.config.min_batch, min(train.batch_size, self.rows(run.genre) // self.config.min_steps))
+        if self.world is not None:  # a global batch that the ranks share evenly
+            batch -= batch % self.world.size
         config = {"genre": run.genre, "method": run.method, "seed": run.seed,
                   "method_config": dataclasses.asdict(method_config),
                   "model": dataclasses.asdict(dataclasses.replace(model, head=head)),
@@ -133,6 +140,10 @@ class StudentRuns:
                   "reckd_version": __version__}
         if self.config.tuned:  # absent when untuned, so folders from before tuning existed still resume
             config["tuned"] = tuned
+        if self.config.embedding_optimizer != "adam":  # recorded as the teacher's: only when not the default
+            config["embedding_optimizer"] = self.config.embedding_optimizer
+        if self.world is not None:
+            config["world_size"] = self.world.size
         return config
 
     @property
@@ -152,7 +163,7 @@ class StudentRuns:
         if genre not in self._augmentation:
             asked = self.config.augment * self.rows(genre)
             users, items = sample_unrated(self.data, genre, asked, seed=self.data.genre_index(genre))
-            if users.numel() < asked:
+            if users.numel() < asked and (self.world is None or self.world.main):  # said once
                 print(f"reckd distill: {genre}: {users.numel()} unrated pairs exist, fewer than the "
                       f"{asked} that --augment {self.config.augment} asks for; using all of them", file=sys.stderr)
             rating = teacher_outputs(self.teacher, self.data, users, items).prediction
@@ -167,12 +178,21 @@ class StudentRuns:
             return f"{run.folder(out)}: {error}"
 
     def train(self, run: Run, run_dir: Path) -> dict:
-        data, teacher = self.data, self.teacher
+        """Train the run into ``run_dir`` and write its result. Under ``world``, the student is sharded
+        over the ranks (:func:`reckd.train.distributed.shard`), each rank training on its share of the
+        genre's training ratings; the method's extras start from rank 0's (prepared on its share) and their
+        gradients are averaged over the ranks. Rank 0 writes the folder as one process would — the
+        gathered ``checkpoint.pt`` included — and every rank returns its result."""
+        data, teacher, world = self.data, self.teacher, self.world
+        main = world is None or world.main
         config = self.config_of(run)
         name, aug = split_spec(run.method)
         augmentation = self.augmentation(run.genre) if aug else None
-        run_dir.mkdir(parents=True, exist_ok=True)
-        clear_run(run_dir)  # an interrupted (or --retrain-changed) run starts over
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            clear_run(run_dir)  # an interrupted (or --retrain-changed) run starts over
+        if world is not None:
+            world.barrier()
         method_class, method_config = get(name), self.method_configs[name]
         # exactly what config.json records: one source of truth for the run's model and training options
         model_config = RankerConfig(**config["model"])
@@ -184,8 +204,34 @@ class StudentRuns:
                               HeadSpec("rating", data.levels)).to(data.rating.device)
         view = TeacherView(teacher, None if method_class.needs_live_teacher else self.cache,
                            head=teacher.head_layer) if method_class.needs_teacher else None
-        write_json(run_dir / "config.json", config)
-        result = fit(model, method, data, train_rows, val_rows, train_config, view, augmentation, run_dir)
+        embedding_optimizer = self.config.embedding_optimizer
+        if world is None:
+            write_json(run_dir / "config.json", config)
+            result = fit(model, method, data, train_rows, val_rows, train_config, view, augmentation, run_dir,
+                         embedding_optimizer=embedding_optimizer)
+            return self._finish(run, run_dir, model, method, result, augmentation)
+        from reckd.train.distributed import full_state, shard
+
+        sharded = shard(model, world, embedding_optimizer, train_config.lr, train_config.weight_decay)
+        if main:
+            write_json(run_dir / "config.json", config)
+        result = fit(sharded, method, data, world.share(train_rows), val_rows, train_config, view, augmentation,
+                     run_dir, world=world, embedding_optimizer=embedding_optimizer)
+        state = full_state(sharded, world)  # the best epoch, unsharded, on rank 0
+
+        def finish() -> dict:
+            model.load_state_dict(state)
+            write_torch(run_dir / "checkpoint.pt", {"model": state, "method": method.state_dict(),
+                                                    "epoch": result.best_epoch, "val_rmse": result.best_val})
+            shutil.rmtree(run_dir / "checkpoint")  # the sharded copy: checkpoint.pt is what one process reads
+            return self._finish(run, run_dir, model, method, result, augmentation)
+
+        return world.from_main(finish)
+
+    def _finish(self, run: Run, run_dir: Path, model: Ranker, method, result, augmentation) -> dict:
+        """Score the trained student on the genre's test ratings and write its predictions and result."""
+        data = self.data
+        train_rows, test_rows = data.rows("train", run.genre), data.rows("test", run.genre)
         predictions = predict_rows(model, method, data, test_rows)
         test = rmse(predictions, data.rating[test_rows])
         write_array(run_dir / "test_predictions.npy", predictions.cpu().numpy())  # in test-row order

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -367,3 +368,44 @@ def test_adagrad_for_tables_and_adam_for_the_rest_in_one_process():
     assert not tables & {id(p) for g in adam.param_groups for p in g["params"]}
     (only,) = _optimizers(model, none, TrainConfig(), torch.device("cpu"), "adam")
     assert sum(len(g["params"]) for g in only.param_groups) == len(list(model.parameters()))
+
+
+def test_students_sharded_over_two_ranks_learn_what_one_process_learns(synth_split, synth_data, synth_teacher,
+                                                                        tmp_path, one_thread):
+    """``distill --shard-students``: every run trained by both ranks, its student's tables sharded and its
+    method's extras (FitNets' regressor) averaged; the folder is what one process writes."""
+    from reckd.models.ranker import Ranker, RankerConfig
+    from reckd.train.distill import DistillConfig, distill
+    from reckd.train.teacher import ranker_features
+
+    teacher, genre, methods = synth_teacher[0], synth_data.genres[0], ("none", "kd", "fitnet")
+    done = _torchrun("distill", str(synth_split), "--teacher", str(teacher), "--out", str(tmp_path / "two"),
+                     "--genres", genre, "--methods", ",".join(methods), "--seeds", "0", "--epochs", "4",
+                     "--embedding-optimizer", "adagrad", "--shard-students", "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = DistillConfig(genres=genre, methods=methods, seeds=(0,), embedding_optimizer="adagrad")
+    config.train = dataclasses.replace(config.train, epochs=4)
+    one = {r["method"]: r for r in distill(synth_data, teacher, tmp_path / "one", config, progress=False, workers=1)}
+    test_rows = synth_data.rows("test", genre)
+    for method in methods:
+        folder = tmp_path / "two" / genre / method / "seed0"
+        two = json.loads((folder / "result.json").read_text())
+        assert abs(two["test_rmse"] - one[method]["test_rmse"]) <= 0.02, (method, two["test_rmse"], one[method])
+        recorded = json.loads((folder / "config.json").read_text())
+        assert (recorded["world_size"], recorded["embedding_optimizer"]) == (2, "adagrad")
+        assert len((folder / "metrics.jsonl").read_text().splitlines()) == two["epochs_run"]
+        assert not (folder / "checkpoint").exists()  # the sharded copy, replaced by the gathered checkpoint.pt
+        # checkpoint.pt is the model that was scored: one process reloads it and predicts the same
+        model = Ranker(RankerConfig(**recorded["model"]), ranker_features(synth_data), synth_data.levels)
+        model.load_state_dict(torch.load(folder / "checkpoint.pt", weights_only=True)["model"])
+        model.eval()
+        predicted = model(synth_data.batch_rows(test_rows).sparse_features).prediction
+        saved = torch.from_numpy(np.load(folder / "test_predictions.npy"))
+        assert torch.allclose(predicted.clamp(synth_data.rating_min, synth_data.rating_max), saved, atol=1e-5)
+
+
+def test_sharded_students_need_torchrun(synth_data, synth_teacher, tmp_path):
+    from reckd.train.distill import DistillConfig, distill
+
+    with pytest.raises(ReckdError, match="--shard-students: expected a launch by torchrun"):
+        distill(synth_data, synth_teacher[0], tmp_path / "d", DistillConfig(shard_students=True), progress=False)
