@@ -207,12 +207,20 @@ class Ranker(RatingHead):
             return s_l
         wide = torch.zeros(s_l.shape[0], 1, device=s_l.device, dtype=s_l.dtype)
         if self.bias_ebc is not None:
-            wide = wide + self.bias_ebc(kjt).values().sum(dim=1, keepdim=True)
+            wide = wide + self.bias(kjt)
         if arch == "deepfm":  # Σ_{f<g} ⟨e_f, e_g⟩: torchrec's FM pairs scalars, so one row per (sample, dimension)
             per_dim = embeddings.view(embeddings.shape[0], -1, self.config.embedding_dim).transpose(1, 2)
             wide = wide + self.interaction([per_dim.reshape(-1, per_dim.shape[2])]).view(s_l.shape[0], -1).sum(
                 dim=1, keepdim=True)
         return torch.cat([s_l, wide], dim=1)
+
+    def bias(self, kjt: KeyedJaggedTensor) -> Tensor:
+        """``b_u + b_i`` [B, 1]: the rows of the bias tables at the batch's user and item ids (one of each per
+        sample), read straight from the KJT's values rather than by a second pass over all its features."""
+        ids, at, keys = kjt.values(), kjt.offset_per_key(), kjt.keys()
+        tables = self.bias_ebc.embedding_bags
+        return sum(tables[f"b_{name}"].weight[ids[at[k]:at[k + 1]]]
+                   for name, k in (("user", keys.index("user")), ("item", keys.index("item"))))
 
     def upper(self, s_l: Tensor) -> Tensor:
         if not self.config.wide:

@@ -35,6 +35,29 @@ def test_staged_forward_equals_plain_forward(synth_data):
         assert out.lower.shape == (64, 64) and out.upper.shape == (64, 32)
 
 
+def test_the_bias_read_from_the_batch_equals_the_bias_tables_pooled(synth_data):
+    """``Ranker.bias`` reads the user and item ids straight from the KJT: the same values and gradients as
+    pooling the whole batch through the bias collection, whatever the order of the KJT's keys."""
+    rows = torch.randperm(synth_data.rating.numel(), generator=torch.Generator().manual_seed(0))[:256]
+    batch = synth_data.batch_rows(rows)
+    model = Ranker(RankerConfig(bias=True), _features(synth_data), synth_data.levels)
+    with torch.no_grad():
+        for table in model.bias_ebc.embedding_bags.values():
+            table.weight.normal_()
+    kjt = batch.sparse_features
+    reordered = kjt.permute(list(reversed(range(len(kjt.keys())))))
+    pooled = model.bias_ebc(kjt).values().sum(dim=1, keepdim=True)
+    for features in (kjt, reordered):
+        torch.testing.assert_close(model.bias(features), pooled, rtol=0, atol=0)
+    grads = []
+    for bias in (model.bias(kjt), pooled):
+        model.zero_grad()
+        bias.square().sum().backward(retain_graph=True)
+        grads.append([t.weight.grad.clone() for t in model.bias_ebc.embedding_bags.values()])
+    for ours, theirs in zip(*grads):
+        torch.testing.assert_close(ours, theirs)
+
+
 def test_teacher_and_student_sizes(synth_data):
     teacher = Ranker(RankerConfig.teacher(), _features(synth_data), synth_data.levels)
     student = Ranker(RankerConfig.student(), _features(synth_data), synth_data.levels)
