@@ -204,9 +204,24 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
         return _finish(data, out, config, starts, teacher, genre_rmse(teacher[0], data), fingerprint, plans)
     # the genres' scores, a share of the genres on each rank, ranking against every rank's training pairs
     seen = torch.sort(world.gather(data.train_pairs())).values
-    scored = world.all_objects(genre_rmse(teacher[0], data, seen, data.genres[world.rank::world.size]))
+    scored = world.all_objects(genre_rmse(teacher[0], data, seen, deal_genres(data, world.size)[world.rank]))
     genres = {genre: part[genre] for genre in data.genres for part in scored if genre in part}
     return world.from_main(lambda: _finish(data, out, config, starts, teacher, genres, fingerprint, plans))
+
+
+def deal_genres(data: SplitData, ranks: int) -> list[list[str]]:
+    """The genres dealt over ``ranks`` for scoring, each rank about as many movies to rank (full ranking,
+    a fixed number of users times the genre's movies, is most of the work): the largest genre first, each
+    to the rank with the fewest so far. At 25M ratings Drama alone holds 39% of the movie-genre pairs,
+    and dealing every second genre left one rank 62% of them."""
+    movies = data.item_genre.sum(0).tolist()
+    shares: list[list[str]] = [[] for _ in range(ranks)]
+    load = [0] * ranks
+    for genre in sorted(range(len(data.genres)), key=lambda g: (-movies[g], g)):
+        rank = load.index(min(load))
+        shares[rank].append(data.genres[genre])
+        load[rank] += movies[genre]
+    return shares
 
 
 def _own_rows(data: SplitData, world: World | None) -> Tensor:

@@ -409,3 +409,18 @@ def test_sharded_students_need_torchrun(synth_data, synth_teacher, tmp_path):
 
     with pytest.raises(ReckdError, match="--shard-students: expected a launch by torchrun"):
         distill(synth_data, synth_teacher[0], tmp_path / "d", DistillConfig(shard_students=True), progress=False)
+
+
+def test_the_genres_scored_are_dealt_once_each_about_evenly(synth_data):
+    from reckd.train.teacher import deal_genres
+
+    movies = dict(zip(synth_data.genres, synth_data.item_genre.sum(0).tolist()))
+    for ranks in (1, 2, 3):
+        shares = deal_genres(synth_data, ranks)
+        assert len(shares) == ranks and sorted(g for s in shares for g in s) == sorted(synth_data.genres)
+        loads = [sum(movies[g] for g in share) for share in shares]
+        assert max(loads) - min(loads) <= max(movies.values())  # the largest-first greedy bound
+    # by hand: genres of 5, 4, 3 and 2 movies over 2 ranks -> 5 + 2 and 4 + 3 (every second genre: 8 and 6)
+    rows = [[1, 1, 1, 1]] * 2 + [[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]]
+    data = SimpleNamespace(genres=["a", "b", "c", "d"], item_genre=torch.tensor(rows).bool())
+    assert deal_genres(data, 2) == [["a", "d"], ["b", "c"]]
