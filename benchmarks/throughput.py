@@ -8,7 +8,7 @@ in this process, one after the other:
   built per batch, the ``kd`` loss object reading the teacher-output cache, validation each epoch.
 - reference: ``nn.EmbeddingBag`` tables fed from pre-gathered index tensors (the genre bag padded to
   the longest, weighted 1/length, so no step waits for the device), the same MLP and
-  ``0.9·MSE(ŷ, y) + MSE(ŷ, ŷ_T)``, fused Adam (as reckd's), no validation.
+  ``0.9·MSE(ŷ, y) + MSE(ŷ, ŷ_T)``, Adam (fused on CUDA, as reckd's), no validation.
 
     python benchmarks/throughput.py runs/ml-100k/split --teacher runs/ml-100k/teacher
     python benchmarks/throughput.py --device cuda --batch 4096,65536 --workers 1   # on a GPU
@@ -95,7 +95,7 @@ def reference_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epoc
     torch.manual_seed(0)
     student = RankerConfig.student()
     model = Reference(features, student.embedding_dim, student.hidden).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, fused=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, fused=True if device.type == "cuda" else None)
     names = [name for name, _ in features]
     bag_index = names.index("genre")
     per_row = [(data.user_features if n in data.user_features else data.item_features)[n] for n in names

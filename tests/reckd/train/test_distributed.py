@@ -361,12 +361,12 @@ def test_adagrad_for_tables_and_adam_for_the_rest_in_one_process():
 
     model = Ranker(RankerConfig(bias=True), [("user", 10), ("item", 10)], (1, 2, 3, 4, 5))
     none = get("none")(make_config("none"), Dims(*model.dims), Dims(*model.dims), HeadSpec("rating", (1, 2, 3, 4, 5)))
-    adam, adagrad = _optimizers(model, none, TrainConfig(), "adagrad")
+    adam, adagrad = _optimizers(model, none, TrainConfig(), torch.device("cpu"), "adagrad")
     tables = {id(p) for p in [*model.ebc.parameters(), *model.bias_ebc.parameters()]}
     assert isinstance(adam, torch.optim.Adam) and isinstance(adagrad, torch.optim.Adagrad)
     assert {id(p) for g in adagrad.param_groups for p in g["params"]} == tables
     assert not tables & {id(p) for g in adam.param_groups for p in g["params"]}
-    (only,) = _optimizers(model, none, TrainConfig(), "adam")
+    (only,) = _optimizers(model, none, TrainConfig(), torch.device("cpu"), "adam")
     assert sum(len(g["params"]) for g in only.param_groups) == len(list(model.parameters()))
 
 
