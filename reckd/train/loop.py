@@ -388,13 +388,15 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
     atomically. Shuffling and augmentation draws use a generator seeded with ``config.seed``.
     ``world``: ``model`` is sharded (:func:`reckd.train.distributed.shard`) over the ranks of
     ``torchrun``; ``train_rows`` are this rank's own (its share of the training ratings), of which it
-    shuffles as many per epoch as the rank holding the fewest and computes ``config.batch_size / world.size``
-    rows of every step (the batch a multiple of the world size), validation is reduced over the ranks, rank 0 writes the metrics and the best
-    epoch is a sharded checkpoint ``checkpoint/``. ``embedding_optimizer``: see :func:`_optimizers`.
+    shuffles as many per epoch as the rank holding the fewest and computes ``config.batch_size /
+    world.size`` rows of every step (the batch a multiple of the world size); the method's extras are
+    replicated, their gradients averaged; validation is reduced over the ranks, rank 0 writes the
+    metrics and the best epoch is a sharded checkpoint ``checkpoint/``. ``embedding_optimizer``: see
+    :func:`_optimizers`.
 
     ``resumable`` (with ``run_dir``): every epoch also leaves the whole training state in ``last.pt`` —
-    optimiser and scheduler states, every rank's shuffling generator and random state, the best epoch so far, the
-    weights (under ``world`` the sharded weights and embedding optimiser go to ``last<epoch>/``) — and a
+    optimiser and scheduler states, every rank's shuffling generator and random state, the best epoch so
+    far, the weights (under ``world`` the sharded weights and embedding optimiser go to ``last<epoch>/``) — and a
     call that finds it goes on after its epoch, so an interrupted run ends as the uninterrupted one would.
     Whether the state belongs to this run (the same options) is the caller's to check: it calls
     :func:`clear_last` otherwise."""

@@ -85,9 +85,10 @@ def pretrain(data: SplitData, out: Path, config: PretrainConfig | None = None,
     ``world`` (under ``torchrun``): every start is sharded over the ranks
     (:func:`reckd.train.distributed.shard`), each rank training on its share of the training ratings —
     ``data`` loaded with ``load_split(part=(rank, size))``, or the whole split, of which it takes that
-    share. Every rank then holds the unsharded teacher and scores a share of the genres; rank 0 holds
-    the folder, writes the files and the result, which every rank returns. Each start's best epoch is also kept sharded
-    (``restart<k>/checkpoint/``, :func:`reckd.train.distributed.load_sharded` reads it in one process)."""
+    share. Every rank then holds the unsharded teacher and scores a share of the genres
+    (:func:`deal_genres`); rank 0 holds the folder, writes the files and the result, which every rank
+    returns. Each start's best epoch is also kept sharded (``restart<k>/checkpoint/``,
+    :func:`reckd.train.distributed.load_sharded` reads it in one process)."""
     config = config or PretrainConfig()
     if config.scale:
         rows = int(data.rows("train", teacher_only=True).numel())
@@ -189,8 +190,8 @@ def _pretrain(data: SplitData, out: Path, config: PretrainConfig, recorded: dict
             starts.append((result, model))
             continue
         none = get("none")(make_config("none"), Dims(*model.dims), Dims(*model.dims), head)
-        result = fit(trained, none, data, train_rows, val_rows, train, run_dir=run_dir, on_epoch=on_epoch, world=world,
-                     embedding_optimizer=config.embedding_optimizer, resumable=True)
+        result = fit(trained, none, data, train_rows, val_rows, train, run_dir=run_dir, on_epoch=on_epoch,
+                     world=world, embedding_optimizer=config.embedding_optimizer, resumable=True)
         if world is not None:  # the unsharded best epoch, on every rank
             state = full_state(trained, world)
             model.load_state_dict(world.from_main(lambda: state))
