@@ -197,7 +197,7 @@ class StudentRuns:
         # exactly what config.json records: one source of truth for the run's model and training options
         model_config = RankerConfig(**config["model"])
         train_config = TrainConfig(**config["train"])
-        train_rows, val_rows, test_rows = (data.rows(s, run.genre) for s in ("train", "val", "test"))
+        train_rows, val_rows = data.rows("train", run.genre), data.rows("val", run.genre)
         torch.manual_seed(run.seed)
         model = Ranker(model_config, ranker_features(data), data.levels, device=data.rating.device)
         method = method_class(method_config, Dims(*model.dims), Dims(*teacher.dims),
@@ -205,16 +205,15 @@ class StudentRuns:
         view = TeacherView(teacher, None if method_class.needs_live_teacher else self.cache,
                            head=teacher.head_layer) if method_class.needs_teacher else None
         embedding_optimizer = self.config.embedding_optimizer
-        if world is None:
+        if main:
             write_json(run_dir / "config.json", config)
+        if world is None:
             result = fit(model, method, data, train_rows, val_rows, train_config, view, augmentation, run_dir,
                          embedding_optimizer=embedding_optimizer)
             return self._finish(run, run_dir, model, method, result, augmentation)
         from reckd.train.distributed import full_state, shard
 
         sharded = shard(model, world, embedding_optimizer, train_config.lr, train_config.weight_decay)
-        if main:
-            write_json(run_dir / "config.json", config)
         result = fit(sharded, method, data, world.share(train_rows), val_rows, train_config, view, augmentation,
                      run_dir, world=world, embedding_optimizer=embedding_optimizer)
         state = full_state(sharded, world)  # the best epoch, unsharded, on rank 0
@@ -231,14 +230,14 @@ class StudentRuns:
     def _finish(self, run: Run, run_dir: Path, model: Ranker, method, result, augmentation) -> dict:
         """Score the trained student on the genre's test ratings and write its predictions and result."""
         data = self.data
-        train_rows, test_rows = data.rows("train", run.genre), data.rows("test", run.genre)
+        test_rows = data.rows("test", run.genre)
         predictions = predict_rows(model, method, data, test_rows)
         test = rmse(predictions, data.rating[test_rows])
         write_array(run_dir / "test_predictions.npy", predictions.cpu().numpy())  # in test-row order
         ranking = ranking_metrics(pair_scorer(model, method, data), data, run.genre)
         summary = {"genre": run.genre, "method": run.method, "seed": run.seed, "best_epoch": result.best_epoch,
                    "val_rmse": result.best_val_rmse, "test_rmse": test, "test_ratings": int(test_rows.numel()),
-                   "train_ratings": int(train_rows.numel()), "epochs_run": result.epochs_run,
+                   "train_ratings": self.rows(run.genre), "epochs_run": result.epochs_run,
                    "seconds": result.seconds, "seconds_per_epoch": result.seconds / result.epochs_run,
                    "parameters": count_parameters(model),
                    "extra_parameters": sum(p.numel() for p in method.parameters()),
