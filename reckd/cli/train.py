@@ -1,4 +1,4 @@
-"""``reckd pretrain``, ``reckd tune`` and ``reckd distill``: parse flags, call :mod:`reckd.train`."""
+"""``reckd pretrain``, ``reckd ensemble``, ``reckd tune`` and ``reckd distill``: parse flags, call :mod:`reckd.train`."""
 
 from __future__ import annotations
 
@@ -52,6 +52,19 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
             f"restart {summary['restart']} of {config.restarts}, best validation epoch {summary['best_epoch']}")
     print(f"teacher: test RMSE {summary['test_rmse']:.4f} on {summary['test_ratings']} ratings ({kept}, "
           f"val RMSE {summary['val_rmse']:.4f}, {summary['parameters']:,} parameters) -> {args.out}")
+
+
+def cmd_ensemble(args: argparse.Namespace) -> None:
+    from reckd.train.teacher import ensemble
+
+    data = _load(args.split_dir, args.device)
+    summary = ensemble(data, [Path(t) for t in args.teachers], Path(args.out), retrain_changed=args.retrain_changed)
+    if summary.get("reused"):
+        print(f"reckd ensemble: {args.out} holds this ensemble of these teachers; reusing it", file=sys.stderr)
+    members = ", ".join(f"{m} {v:.4f}" for m, v in zip(summary["members"], summary["member_val_rmse"]))
+    print(f"teacher: test RMSE {summary['test_rmse']:.4f} on {summary['test_ratings']} ratings (the mean of "
+          f"{len(summary['best_epoch'])} rankers, val RMSE {summary['val_rmse']:.4f}; members' val RMSE: {members}; "
+          f"{summary['parameters']:,} parameters) -> {args.out}")
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
@@ -130,6 +143,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retrain-changed", action="store_true",
                    help="train again when OUT holds a teacher made with other options (default: refuse)")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("ensemble", help="combine finished teachers of a split into one: the mean of all their rankers")
+    p.add_argument("split_dir")
+    p.add_argument("--teachers", type=csv_list, required=True, metavar="T1,T2,…",
+                   help="`reckd pretrain` (or `reckd ensemble`) folders trained on this split, two or more")
+    p.add_argument("--out", required=True, help="folder for the ensemble teacher (new, empty, or an earlier ensemble's)")
+    add_device(p)
+    p.add_argument("--retrain-changed", action="store_true",
+                   help="make it again when OUT holds an ensemble of other teachers (default: refuse)")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("distill", help="train genre students, with and without distillation")
     _student_flags(p, "run folder (new, empty, or an earlier distill's: resumed)")

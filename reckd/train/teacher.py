@@ -8,7 +8,7 @@ import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import torch
 from torch import Tensor
@@ -253,27 +253,78 @@ def _finish(data: SplitData, out: Path, config: PretrainConfig, starts: list, te
     """Score the teacher (:func:`_combine`) and write ``checkpoint.pt`` and ``result.json``; ``genres``:
     its :func:`genre_rmse`."""
     model, restart, val = teacher
-    test_rows = data.rows("test", teacher_only=True)
     epochs = [r.best_epoch for r, _ in starts] if restart is None else starts[restart][0].best_epoch
-    summary = {
+    return _write_teacher(data, out, model, val, epochs, genres, {
         "restart": restart,
         "combine": config.combine,
         "split_fingerprint": fingerprint,
         "seed": config.train.seed + (restart or 0),
-        "best_epoch": epochs,
-        "val_rmse": val,
         "restart_val_rmse": [r.best_val_rmse for r, _ in starts],
-        "test_rmse": rmse(predict_rows(model, None, data, test_rows), data.rating[test_rows]),
-        "test_ratings": int(test_rows.numel()),
         "epochs_run": sum(r.epochs_run for r, _ in starts) if restart is None else starts[restart][0].epochs_run,
         "seconds": sum(r.seconds for r, _ in starts),
-        "parameters": count_parameters(model),
-        "genres": genres,
         **({"sharding": plans[0]} if plans else {}),
-    }
+    })
+
+
+def _write_teacher(data: SplitData, out: Path, model: Ranker | Ensemble, val: float, epochs, genres: dict,
+                   fields: dict) -> dict:
+    """Write a finished teacher: ``checkpoint.pt`` (its weights, best epochs, validation RMSE), then
+    ``result.json`` (``fields``, its validation and test RMSE, size and per-genre scores ``genres``)."""
+    test_rows = data.rows("test", teacher_only=True)
+    summary = {**fields, "best_epoch": epochs, "val_rmse": val,
+               "test_rmse": rmse(predict_rows(model, None, data, test_rows), data.rating[test_rows]),
+               "test_ratings": int(test_rows.numel()), "parameters": count_parameters(model), "genres": genres}
     write_torch(out / "checkpoint.pt", {"model": model.state_dict(), "epoch": epochs, "val_rmse": val})
     write_json(out / "result.json", summary)
     return summary
+
+
+def ensemble(data: SplitData, members: Sequence[Path], out: Path, retrain_changed: bool = False) -> dict:
+    """One teacher made of finished teachers of this split (``reckd pretrain`` or ``reckd ensemble``
+    folders): the mean of every ranker they hold, each weighted alike — an :class:`Ensemble`, written to
+    ``out`` as ``pretrain`` writes a teacher (``config.json``, ``checkpoint.pt``, ``result.json``), so
+    ``distill``, ``tune`` and ``report`` take it as any other. Members of different architectures and
+    training options are what it is for: their errors differ more than those of restarts of one.
+
+    Each member must be a finished teacher of ``data``'s split (:func:`teacher_ref`). ``config.json``
+    records each member's folder and checkpoint SHA-256 and every ranker's model: a finished ensemble
+    of the same members is reused, one of others refused (naming what differs) unless
+    ``retrain_changed``."""
+    if len(members) < 2:
+        raise ReckdError(f"--teachers: expected at least two teacher folders, found {len(members)}")
+    refs = [teacher_ref(Path(member), data) for member in members]
+    for k, ref in enumerate(refs):
+        twin = next((r for r in refs[:k] if r.sha256 == ref.sha256), None)
+        if twin is not None:
+            raise ReckdError(f"--teachers: {twin.path} and {ref.path} hold the same teacher (checkpoint SHA-256 "
+                             f"{ref.sha256[:12]}…); an ensemble of one model twice is that model")
+    models = [load_teacher(ref.path, data.rating.device) for ref in refs]
+    rankers = [r for m in models for r in (m.members if isinstance(m, Ensemble) else [m])]
+    heads = {(r.config.head, r.rating_levels) for r in rankers}
+    if len(heads) > 1:
+        raise ReckdError(f"--teachers: expected members with one kind of head, found {sorted(heads)}")
+    requested = normal({
+        "members": [{"teacher": str(ref.path), "teacher_sha256": ref.sha256} for ref in refs],
+        "models": [dataclasses.asdict(r.config) for r in rankers], "combine": "mean", "restarts": len(rankers),
+        "split": str(data.path), "split_fingerprint": data.fingerprint, "features": ranker_features(data),
+        "levels": list(data.levels), "reckd_version": __version__})
+    with claim(out, "reckd ensemble", flag="--out") as out:
+        reused = _reusable(out, requested, retrain_changed)
+        if reused is not None:
+            return reused
+        (out / "result.json").unlink(missing_ok=True)
+        write_json(out / "config.json", requested)
+        model = Ensemble(rankers)
+        model.eval()
+        val_rows = data.rows("val", teacher_only=True)
+        val = rmse(predict_rows(model, None, data, val_rows), data.rating[val_rows])
+        results = [ref.result for ref in refs]
+        epochs = [e for r in results for e in (r["best_epoch"] if isinstance(r["best_epoch"], list) else [r["best_epoch"]])]
+        return _write_teacher(data, out, model, val, epochs, genre_rmse(model, data), {
+            "restart": None, "combine": "mean", "split_fingerprint": data.fingerprint,
+            "members": [str(ref.path) for ref in refs], "member_val_rmse": [r["val_rmse"] for r in results],
+            "member_test_rmse": [r["test_rmse"] for r in results],
+            "epochs_run": sum(r["epochs_run"] for r in results), "seconds": sum(r["seconds"] for r in results)})
 
 
 def genre_rmse(model: Ranker, data: SplitData, seen: Tensor | None = None,
@@ -325,13 +376,27 @@ def teacher_ref(teacher_dir: Path, data: SplitData | None = None) -> TeacherRef:
     return TeacherRef(teacher_dir, digest, recorded, read_json(teacher_dir / "result.json", "the teacher's result"))
 
 
-def teacher_model(model_config: RankerConfig, config: dict, device: torch.device | str) -> Ranker | Ensemble:
-    """An untrained teacher of the shape that a teacher's ``config.json`` describes (one ranker, or an
-    ensemble of ``restarts`` rankers), to load its checkpoint into."""
+def teacher_model(config: dict, device: torch.device | str) -> Ranker | Ensemble:
+    """An untrained teacher of the shape that a teacher's ``config.json`` describes — one ranker, an
+    ensemble of ``restarts`` rankers of one ``model``, or (``reckd ensemble``) of one ranker per
+    ``models`` entry — to load its checkpoint into."""
     features, levels = [tuple(f) for f in config["features"]], config["levels"]
+    if "models" in config:
+        return Ensemble([Ranker(RankerConfig(**m), features, levels, device=device) for m in config["models"]])
+    model_config = RankerConfig(**config["model"])
     if is_ensemble(config.get("combine", "best"), config["restarts"]):
         return Ensemble([Ranker(model_config, features, levels, device=device) for _ in range(config["restarts"])])
     return Ranker(model_config, features, levels, device=device)
+
+
+def _describe(config: dict) -> str:
+    """The architecture a teacher's ``config.json`` describes, in words (for errors)."""
+    models = config["models"] if "models" in config else [config["model"]] * config["restarts"]
+    kinds = sorted({f"arch {m['arch']}, bias {m['bias']}, embedding_dim {m['embedding_dim']}, hidden {list(m['hidden'])}"
+                    for m in models})
+    if "models" in config:
+        return f"{'; '.join(kinds)}; the mean of {len(models)} rankers"
+    return f"{kinds[0]}, combine {config.get('combine', 'best')} of {config['restarts']} restarts"
 
 
 def load_teacher(run_dir: Path, device: torch.device | str = "cpu") -> Ranker | Ensemble:
@@ -340,18 +405,14 @@ def load_teacher(run_dir: Path, device: torch.device | str = "cpu") -> Ranker | 
     if not (run_dir / "result.json").is_file():
         raise ReckdError(f"{run_dir / 'result.json'}: missing; run `reckd pretrain` first")
     config = read_json(run_dir / "config.json")
-    model_config = RankerConfig(**config["model"])
-    model = teacher_model(model_config, config, device)
+    model = teacher_model(config, device)
     state = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=True)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:  # missing, unexpected or mis-shaped tensors: another architecture
         first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
         raise ReckdError(f"{run_dir / 'checkpoint.pt'}: expected the weights of the architecture that "
-                         f"{run_dir / 'config.json'} describes (arch {model_config.arch}, bias {model_config.bias}, "
-                         f"embedding_dim {model_config.embedding_dim}, hidden {list(model_config.hidden)}, "
-                         f"combine {config.get('combine', 'best')} of {config['restarts']} restarts), found "
-                         f"another: {first}") from None
+                         f"{run_dir / 'config.json'} describes ({_describe(config)}), found another: {first}") from None
     model.eval()
     model.requires_grad_(False)
     return model
