@@ -53,6 +53,7 @@ def add_model(parser: argparse.ArgumentParser, who: str) -> None:
     parser.add_argument("--embedding-dim", type=int, metavar="D", help=f"the {who}' embedding width")
     parser.add_argument("--hidden", type=csv_list, metavar="W1,W2,…", help=f"the {who}' MLP widths, lower first")
     parser.add_argument("--bias", action=argparse.BooleanOptionalAction, help=f"user and item bias terms in the {who}")
+    parser.add_argument("--dropout", type=float, metavar="P", help=f"dropout after each of the {who}' MLP layers")
 
 
 def _given(base, **flags):
@@ -71,7 +72,8 @@ def model_config(args: argparse.Namespace, base):
             hidden = tuple(int(w) for w in args.hidden)
         except ValueError:
             raise ReckdError(f"--hidden: expected comma-separated integers, found {','.join(args.hidden)!r}") from None
-    return _given(base, arch=args.arch, embedding_dim=args.embedding_dim, bias=args.bias, hidden=hidden)
+    return _given(base, arch=args.arch, embedding_dim=args.embedding_dim, bias=args.bias, hidden=hidden,
+                  dropout=args.dropout)
 
 
 def add_train(parser: argparse.ArgumentParser, who: str) -> None:
@@ -81,11 +83,13 @@ def add_train(parser: argparse.ArgumentParser, who: str) -> None:
                                                                       "the config's, scaled up beyond 1M ratings)")
     parser.add_argument("--lr", type=float, help=f"Adam's learning rate for the {who} (default: the config's, "
                                                  "scaled with the batch)")
+    parser.add_argument("--weight-decay", type=float, metavar="W", help=f"Adam's weight decay for the {who} "
+                                                                         "(default: the config's)")
 
 
 def train_config(args: argparse.Namespace, base):
     """``base`` (a TrainConfig) with the training flags that were given; the config checks the ranges."""
-    return _given(base, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    return _given(base, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay)
 
 
 def scales(args: argparse.Namespace) -> bool:
