@@ -71,8 +71,8 @@ class RankerConfig:
                 raise OptionError(f"{name}: expected a whole number ≥ 1, found {value}")
         if not self.hidden:
             raise OptionError("hidden (--hidden): expected at least one layer width, found none")
-        for name in ("dropout", "input_dropout"):
-            value = getattr(self, name)
+        for name in ("dropout (--dropout)", "input_dropout"):
+            value = getattr(self, name.split()[0])
             if not 0 <= value < 1:
                 raise OptionError(f"{name}: expected a probability in [0, 1), found {value}")
 

@@ -73,7 +73,7 @@ class TrainConfig:
         if not (0 < self.lr < math.inf):
             raise ReckdError(f"--lr: expected a finite learning rate > 0, found {self.lr}")
         if not (0 <= self.weight_decay < math.inf):
-            raise ReckdError(f"weight_decay: expected a finite value ≥ 0, found {self.weight_decay}")
+            raise ReckdError(f"weight_decay (--weight-decay): expected a finite value ≥ 0, found {self.weight_decay}")
         if self.lr_patience < 0:
             raise ReckdError(f"lr_patience: expected 0 (never) or more epochs, found {self.lr_patience}")
 

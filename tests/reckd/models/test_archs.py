@@ -86,7 +86,7 @@ def test_bad_sizes_and_names_are_refused():
                           ({"hidden": (64, -2)}, "hidden[1] (--hidden): expected a whole number ≥ 1, found -2"),
                           ({"hidden": ()}, "hidden (--hidden): expected at least one layer width"),
                           ({"cross_layers": 0}, "cross_layers: expected a whole number ≥ 1, found 0"),
-                          ({"dropout": 1.0}, "dropout: expected a probability in [0, 1), found 1.0")):
+                          ({"dropout": 1.0}, "dropout (--dropout): expected a probability in [0, 1), found 1.0")):
         with pytest.raises(OptionError, match=re.escape(words)):
             RankerConfig(**kwargs)
 

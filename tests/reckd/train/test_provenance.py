@@ -257,13 +257,14 @@ def test_killed_parent_leaves_no_workers(synth_split, synth_teacher, tmp_path):
 def test_cli_end_to_end_and_partial_report(synth_split, tmp_path):
     teacher, students = tmp_path / "teacher", tmp_path / "students"
     done = _cli("pretrain", str(synth_split), "--out", str(teacher), "--epochs", "2", "--restarts", "1",
-                "--arch", "dcn", "--no-bias", "--embedding-dim", "24")
+                "--arch", "dcn", "--no-bias", "--embedding-dim", "24", "--dropout", "0.2", "--weight-decay", "0.01")
     assert done.returncode == 0, done.stderr
     assert "teacher: test RMSE" in done.stdout
     fingerprint = load_split(synth_split).fingerprint
     assert json.loads((teacher / "result.json").read_text())["split_fingerprint"] == fingerprint
     recorded = json.loads((teacher / "config.json").read_text())["model"]
-    assert (recorded["arch"], recorded["bias"], recorded["embedding_dim"]) == ("dcn", False, 24)
+    assert (recorded["arch"], recorded["bias"], recorded["embedding_dim"], recorded["dropout"]) == ("dcn", False, 24, 0.2)
+    assert json.loads((teacher / "config.json").read_text())["train"]["weight_decay"] == 0.01
     done = _cli("distill", str(synth_split), "--teacher", str(teacher), "--out", str(students), "--genres", SMALL,
                 "--methods", "none,kd", "--seeds", "0,1", "--epochs", "2", "--quiet",
                 "--arch", "deepfm", "--hidden", "16,8", "--batch-size", "256", "--lr", "0.01")
@@ -292,6 +293,10 @@ def test_cli_end_to_end_and_partial_report(synth_split, tmp_path):
     assert bad.returncode == 1 and "hidden[1] (--hidden): expected a whole number ≥ 1, found 0" in bad.stderr
     bad = _cli("pretrain", str(synth_split), "--out", str(tmp_path / "t2"), "--batch-size", "0")
     assert bad.returncode == 1 and "--batch-size: expected at least 1, found 0" in bad.stderr
+    bad = _cli("pretrain", str(synth_split), "--out", str(tmp_path / "t2"), "--dropout", "1.5")
+    assert bad.returncode == 1 and "dropout (--dropout): expected a probability in [0, 1), found 1.5" in bad.stderr
+    bad = _cli("distill", str(synth_split), "--teacher", str(teacher), "--out", str(students), "--weight-decay", "-1")
+    assert bad.returncode == 1 and "weight_decay (--weight-decay): expected a finite value ≥ 0, found -1.0" in bad.stderr
 
 
 def test_cli_errors_exit_1_and_bugs_keep_their_traceback(tmp_path, capsys, monkeypatch):
@@ -319,7 +324,7 @@ def test_method_and_training_options_are_checked_for_range():
     for kwargs, message in ((dict(epochs=0), "--epochs: expected at least 1, found 0"),
                             (dict(batch_size=-4), "--batch-size: expected at least 1"),
                             (dict(lr=float("nan")), "--lr: expected a finite learning rate > 0, found nan"),
-                            (dict(weight_decay=-1e-5), "weight_decay: expected a finite value ≥ 0")):
+                            (dict(weight_decay=-1e-5), r"weight_decay \(--weight-decay\): expected a finite value ≥ 0")):
         with pytest.raises(ReckdError, match=message):
             TrainConfig(**kwargs)
 
