@@ -32,8 +32,10 @@ demo: $(BIN)/.stack
 	$(BIN)/data_prep prepare ml-100k --data-dir $(DATA_DIR)
 	$(BIN)/data_prep split ml-100k --data-dir $(DATA_DIR) --scheme random --seed 0 --out $(RUN_DIR)/split
 	$(BIN)/data_prep info $(RUN_DIR)/split
-	$(BIN)/reckd pretrain $(RUN_DIR)/split --out $(RUN_DIR)/teacher
-	$(BIN)/reckd distill $(RUN_DIR)/split --teacher $(RUN_DIR)/teacher --genres all --methods $(METHODS) --seeds $(SEEDS) --out $(RUN_DIR)/students
+	$(BIN)/reckd pretrain $(RUN_DIR)/split --out $(RUN_DIR)/teacher-dcn5
+	$(BIN)/reckd pretrain $(RUN_DIR)/split --out $(RUN_DIR)/teacher-mlp5 --arch mlp --dropout 0.1 --weight-decay 1e-5
+	$(BIN)/reckd ensemble $(RUN_DIR)/split --teachers $(RUN_DIR)/teacher-dcn5,$(RUN_DIR)/teacher-mlp5 --out $(RUN_DIR)/teacher-mix
+	$(BIN)/reckd distill $(RUN_DIR)/split --teacher $(RUN_DIR)/teacher-mix --genres all --methods $(METHODS) --seeds $(SEEDS) --out $(RUN_DIR)/students
 	$(BIN)/reckd report $(RUN_DIR)/students
 
 test: $(BIN)/.stack

@@ -8,7 +8,7 @@ method's training cost per epoch relative to ``none``.
     python benchmarks/ml100k.py --tuned runs/ml-100k/tune/tuned.json   # tuned students (benchmarks/tune.py)
 
 Missing steps are done first (fetch through the mirror if needed, split random 80/10/10 seed 0,
-pre-train the teacher); finished runs are reused, so an interrupted benchmark resumes.
+pre-train the teacher's members and combine them); finished runs are reused, so an interrupted benchmark resumes.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def cost_table(out: Path, methods: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="runs/ml-100k", help="folder for split/ and teacher/")
+    parser.add_argument("--root", default="runs/ml-100k", help="folder for split/ and the teacher (teacher-mix/ and its members)")
     parser.add_argument("--out", default=None, help="distill folder (default ROOT/students, or ROOT/students-tuned "
                                                     "with --tuned)")
     parser.add_argument("--methods", default="none,kd,kd+aug")
@@ -61,13 +61,13 @@ def main() -> None:
     started = time.perf_counter()
     device = resolve_device(args.device)
     data = readme_split(root, device)
-    readme_teacher(root, data)
+    teacher = readme_teacher(root, data)
     methods = [m.strip() for m in args.methods.split(",")]
     config = DistillConfig(genres=args.genres, methods=tuple(methods),
                            seeds=tuple(int(s) for s in args.seeds.split(",")))
     if args.tuned:
-        config.tuned = load_tuned(Path(args.tuned), data, root / "teacher", config)
-    distill(data, root / "teacher", out, config, workers=args.workers)
+        config.tuned = load_tuned(Path(args.tuned), data, teacher, config)
+    distill(data, teacher, out, config, workers=args.workers)
     report = collect(out)
     teacher, methods = report.teacher, report.methods
     print(f"Teacher: {teacher['parameters']:,} parameters, test RMSE {teacher['test_rmse']:.4f} on "

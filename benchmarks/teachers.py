@@ -1,6 +1,6 @@
 """The README's teacher-architecture table: each architecture pre-trained once (one start, the
-teacher's sizes and training options, ``--bias`` on), beside the default teacher (the ensemble that
-`reckd pretrain` makes) — parameters, validation RMSE (what chose the default), test RMSE overall and
+teacher's sizes and training options, ``--bias`` on), beside the default teacher's two members (5 starts
+each, `reckd pretrain`) and the default teacher, their ensemble (`reckd ensemble`) — parameters, validation RMSE (what chose the default), test RMSE overall and
 macro-averaged over dense and sparse genres, best epoch and training time.
 
     python benchmarks/teachers.py [--root runs/ml-100k] [--archs mlp,dlrm,dcn,deepfm]
@@ -18,9 +18,10 @@ import statistics
 from pathlib import Path
 
 from reckd.models.ranker import ARCHS
+from reckd.train.io import read_json
 from reckd.train.teacher import PretrainConfig, pretrain
 
-from readme_split import readme_split
+from readme_split import readme_members, readme_split, readme_teacher
 
 
 def macro(result: dict, classes: dict[str, str], kind: str) -> float:
@@ -29,10 +30,10 @@ def macro(result: dict, classes: dict[str, str], kind: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="runs/ml-100k", help="folder for split/, teacher/ and teachers/")
+    parser.add_argument("--root", default="runs/ml-100k", help="folder for split/, the teacher (teacher-mix/, its members) and teachers/")
     parser.add_argument("--archs", default=",".join(ARCHS))
-    parser.add_argument("--weight-decay", type=float, help="instead of the teacher's (1e-5)")
-    parser.add_argument("--dropout", type=float, help="instead of the teacher's (0.1)")
+    parser.add_argument("--weight-decay", type=float, help="instead of pretrain's default (1e-3)")
+    parser.add_argument("--dropout", type=float, help="instead of pretrain's default (0.3)")
     args = parser.parse_args()
     root = Path(args.root)
     data = readme_split(root)
@@ -48,8 +49,14 @@ def main() -> None:
         name = f"{arch}-wd{wd:g}-do{dropout:g}" if regularised else arch
         label = f"`{arch}` + bias, one start" + (f", weight decay {wd:g}, dropout {dropout:g}" if regularised else "")
         rows.append((label, pretrain(data, root / "teachers" / name, config)))
-    rows.append((f"default: `{base.model.arch}` + bias, mean of {base.restarts} starts",
-                 pretrain(data, root / "teacher", base)))
+    members = readme_members()
+    for name, config in members.items():
+        model, train = config.model, config.train
+        rows.append((f"`{model.arch}` + bias, mean of {config.restarts} starts, weight decay {train.weight_decay:g}, "
+                     f"dropout {model.dropout:g} (`{name}`)", pretrain(data, root / name, config)))
+    readme_teacher(root, data)
+    rows.append((f"**default: the mean of {' and '.join(f'`{n}`' for n in members)} (`reckd ensemble`)**",
+                 read_json(root / "teacher-mix" / "result.json")))
     print("| teacher | parameters | val RMSE | test RMSE | dense macro | sparse macro | best epoch | train time |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:

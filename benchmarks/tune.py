@@ -44,7 +44,7 @@ def untuned_gain(document: dict, config: DistillConfig) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="runs/ml-100k", help="folder for split/ and teacher/")
+    parser.add_argument("--root", default="runs/ml-100k", help="folder for split/ and the teacher (teacher-mix/ and its members)")
     parser.add_argument("--out", default=None, help="tune folder (default ROOT/tune)")
     parser.add_argument("--methods", default="none,kd,kd+aug")
     parser.add_argument("--genres", default="all")
@@ -58,11 +58,11 @@ def main() -> None:
     started = time.perf_counter()
     device = resolve_device(args.device)
     data = readme_split(root, device)
-    readme_teacher(root, data)
+    teacher = readme_teacher(root, data)
     config = DistillConfig(genres=args.genres, methods=tuple(m.strip() for m in args.methods.split(",")))
     if args.epochs is not None:
         config.train = dataclasses.replace(config.train, epochs=args.epochs)
-    document = tune(data, root / "teacher", out, config, DEFAULT_GRID, seed=args.seed,
+    document = tune(data, teacher, out, config, DEFAULT_GRID, seed=args.seed,
                     workers=args.workers)
     print(f"Validation RMSE (macro over each class's genres, seed {args.seed}) on {root / 'split'}; "
           f"{len(document['points'])} grid points, {config.train.epochs} epochs at most.\n")
