@@ -32,17 +32,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="runs/ml-100k", help="folder for split/, the teacher (teacher-mix/, its members) and teachers/")
     parser.add_argument("--archs", default=",".join(ARCHS))
-    parser.add_argument("--weight-decay", type=float, help="instead of pretrain's default (1e-3)")
-    parser.add_argument("--dropout", type=float, help="instead of pretrain's default (0.3)")
+    parser.add_argument("--weight-decay", type=float, default=1e-5, help="of every architecture's start (default 1e-5)")
+    parser.add_argument("--dropout", type=float, default=0.1, help="of every architecture's start (default 0.1)")
     args = parser.parse_args()
     root = Path(args.root)
     data = readme_split(root)
     classes = {g: info["class"] for g, info in data.manifest["genres"].items()}
     rows = []
     base = PretrainConfig()
-    regularised = args.weight_decay is not None or args.dropout is not None
-    wd = base.train.weight_decay if args.weight_decay is None else args.weight_decay
-    dropout = base.model.dropout if args.dropout is None else args.dropout
+    wd, dropout = args.weight_decay, args.dropout
+    regularised = (wd, dropout) != (1e-5, 0.1)  # the first table's options: their folders are named by arch alone
     for arch in args.archs.split(","):
         config = PretrainConfig(model=dataclasses.replace(base.model, arch=arch, dropout=dropout),
                                 train=dataclasses.replace(base.train, weight_decay=wd), restarts=1, combine="best")
