@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,7 +56,7 @@ def main() -> None:
     if not (split / "manifest.json").is_file():
         stage("split", [sys.executable, "-m", "data_prep", "split", name, "--data-dir", str(root), "--scheme",
                         "random", "--seed", "0", "--out", str(split)], out / "split.log")
-    subprocess.run(["rm", "-rf", str(teacher)], check=True)
+    shutil.rmtree(teacher, ignore_errors=True)
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "reckd",
             "pretrain", str(split), "--restarts", "1", "--epochs", str(args.epochs), "--embedding-optimizer",
             "adagrad", "--device", "cpu", "--out", str(teacher)]

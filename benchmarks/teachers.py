@@ -41,7 +41,8 @@ def main() -> None:
     rows = []
     base = PretrainConfig()
     wd, dropout = args.weight_decay, args.dropout
-    regularised = (wd, dropout) != (1e-5, 0.1)  # the first table's options: their folders are named by arch alone
+    # the first table's options (the flags' defaults): their folders are named by arch alone
+    regularised = (wd, dropout) != (parser.get_default("weight_decay"), parser.get_default("dropout"))
     for arch in args.archs.split(","):
         config = PretrainConfig(model=dataclasses.replace(base.model, arch=arch, dropout=dropout),
                                 train=dataclasses.replace(base.train, weight_decay=wd), restarts=1, combine="best")

@@ -298,14 +298,13 @@ def ensemble(data: SplitData, members: Sequence[Path], out: Path, retrain_change
         if twin is not None:
             raise ReckdError(f"--teachers: {twin.path} and {ref.path} hold the same teacher (checkpoint SHA-256 "
                              f"{ref.sha256[:12]}…); an ensemble of one model twice is that model")
-    models = [load_teacher(ref.path, data.rating.device) for ref in refs]
-    rankers = [r for m in models for r in (m.members if isinstance(m, Ensemble) else [m])]
-    heads = {(r.config.head, r.rating_levels) for r in rankers}
+    models = [RankerConfig(**m) for ref in refs for m in ranker_configs(read_json(ref.path / "config.json"))]
+    heads = sorted({m.head for m in models})
     if len(heads) > 1:
-        raise ReckdError(f"--teachers: expected members with one kind of head, found {sorted(heads)}")
+        raise ReckdError(f"--teachers: expected members with one kind of head, found {', '.join(heads)}")
     requested = normal({
         "members": [{"teacher": str(ref.path), "teacher_sha256": ref.sha256} for ref in refs],
-        "models": [dataclasses.asdict(r.config) for r in rankers], "combine": "mean", "restarts": len(rankers),
+        "models": [dataclasses.asdict(m) for m in models], "combine": "mean", "restarts": len(models),
         "split": str(data.path), "split_fingerprint": data.fingerprint, "features": ranker_features(data),
         "levels": list(data.levels), "reckd_version": __version__})
     with claim(out, "reckd ensemble", flag="--out") as out:
@@ -314,6 +313,8 @@ def ensemble(data: SplitData, members: Sequence[Path], out: Path, retrain_change
             return reused
         (out / "result.json").unlink(missing_ok=True)
         write_json(out / "config.json", requested)
+        loaded = [load_teacher(ref.path, data.rating.device) for ref in refs]
+        rankers = [r for m in loaded for r in (m.members if isinstance(m, Ensemble) else [m])]
         model = Ensemble(rankers)
         model.eval()
         val_rows = data.rows("val", teacher_only=True)
@@ -376,26 +377,28 @@ def teacher_ref(teacher_dir: Path, data: SplitData | None = None) -> TeacherRef:
     return TeacherRef(teacher_dir, digest, recorded, read_json(teacher_dir / "result.json", "the teacher's result"))
 
 
-def teacher_model(config: dict, device: torch.device | str) -> Ranker | Ensemble:
-    """An untrained teacher of the shape that a teacher's ``config.json`` describes — one ranker, an
-    ensemble of ``restarts`` rankers of one ``model``, or (``reckd ensemble``) of one ranker per
-    ``models`` entry — to load its checkpoint into."""
-    features, levels = [tuple(f) for f in config["features"]], config["levels"]
+def ranker_configs(config: dict) -> list[dict]:
+    """The model of each ranker that a teacher's ``config.json`` describes: one per ``models`` entry
+    (``reckd ensemble``), ``restarts`` of its ``model`` (the mean of the starts), or one (the best)."""
     if "models" in config:
-        return Ensemble([Ranker(RankerConfig(**m), features, levels, device=device) for m in config["models"]])
-    model_config = RankerConfig(**config["model"])
-    if is_ensemble(config.get("combine", "best"), config["restarts"]):
-        return Ensemble([Ranker(model_config, features, levels, device=device) for _ in range(config["restarts"])])
-    return Ranker(model_config, features, levels, device=device)
+        return config["models"]
+    return [config["model"]] * (config["restarts"] if is_ensemble(config.get("combine", "best"), config["restarts"]) else 1)
+
+
+def teacher_model(config: dict, device: torch.device | str) -> Ranker | Ensemble:
+    """An untrained teacher of the shape that a teacher's ``config.json`` describes (:func:`ranker_configs`:
+    one ranker, or an :class:`Ensemble` of several), to load its checkpoint into."""
+    features, levels = [tuple(f) for f in config["features"]], config["levels"]
+    rankers = [Ranker(RankerConfig(**m), features, levels, device=device) for m in ranker_configs(config)]
+    return Ensemble(rankers) if len(rankers) > 1 else rankers[0]
 
 
 def _describe(config: dict) -> str:
     """The architecture a teacher's ``config.json`` describes, in words (for errors)."""
-    models = config["models"] if "models" in config else [config["model"]] * config["restarts"]
     kinds = sorted({f"arch {m['arch']}, bias {m['bias']}, embedding_dim {m['embedding_dim']}, hidden {list(m['hidden'])}"
-                    for m in models})
+                    for m in ranker_configs(config)})
     if "models" in config:
-        return f"{'; '.join(kinds)}; the mean of {len(models)} rankers"
+        return f"{'; '.join(kinds)}; the mean of {len(config['models'])} rankers"
     return f"{kinds[0]}, combine {config.get('combine', 'best')} of {config['restarts']} restarts"
 
 
