@@ -1,5 +1,3 @@
-import sys
+from reckd.cli.main import entry
 
-from reckd.cli.main import main
-
-sys.exit(main())
+entry()

@@ -45,5 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``reckd`` command (and ``python -m reckd``): :func:`main`, then exit with its status. A
+    ``torchrun`` rank ends with ``os._exit`` once its output is flushed and its process group destroyed,
+    skipping the interpreter's teardown: there gloo's worker threads may still free tensors that hold
+    Python objects, and a thread taking the GIL during finalization aborts the process ("terminate called
+    without an active exception", SIGABRT) after a run that succeeded — seen once in CI, at the end of a
+    2-rank ``pretrain``."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
