@@ -311,11 +311,13 @@ def ensemble(data: SplitData, members: Sequence[Path], out: Path, retrain_change
         reused = _reusable(out, requested, retrain_changed)
         if reused is not None:
             return reused
+        loaded = [load_teacher(ref.path, data.rating.device) for ref in refs]
+        rankers = [(ref.path, k, r) for ref, m in zip(refs, loaded)
+                   for k, r in enumerate(m.members if isinstance(m, Ensemble) else [m])]
+        _refuse_twins(rankers)
         (out / "result.json").unlink(missing_ok=True)
         write_json(out / "config.json", requested)
-        loaded = [load_teacher(ref.path, data.rating.device) for ref in refs]
-        rankers = [r for m in loaded for r in (m.members if isinstance(m, Ensemble) else [m])]
-        model = Ensemble(rankers)
+        model = Ensemble([r for _, _, r in rankers])
         model.eval()
         val_rows = data.rows("val", teacher_only=True)
         val = rmse(predict_rows(model, None, data, val_rows), data.rating[val_rows])
@@ -326,6 +328,22 @@ def ensemble(data: SplitData, members: Sequence[Path], out: Path, retrain_change
             "members": [str(ref.path) for ref in refs], "member_val_rmse": [r["val_rmse"] for r in results],
             "member_test_rmse": [r["test_rmse"] for r in results],
             "epochs_run": sum(r["epochs_run"] for r in results), "seconds": sum(r["seconds"] for r in results)})
+
+
+def _refuse_twins(rankers: list[tuple[Path, int, Ranker]]) -> None:
+    """Refuse an ensemble that would hold one ranker twice (``(member folder, ranker index, ranker)``):
+    e.g. a one-start teacher and a 5-start one of the same options and seed share their first start,
+    which would then weigh double."""
+    seen: dict[str, tuple[Path, int]] = {}
+    for path, k, ranker in rankers:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(ranker.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+        twin = seen.setdefault(digest.hexdigest(), (path, k))
+        if twin != (path, k):
+            raise ReckdError(f"--teachers: ranker {twin[1]} of {twin[0]} and ranker {k} of {path} have the same "
+                             f"weights (the same options and seed); the ensemble would weigh that ranker twice")
 
 
 def genre_rmse(model: Ranker, data: SplitData, seen: Tensor | None = None,

@@ -75,7 +75,7 @@ def test_ensemble_is_reused_and_refused_when_a_member_changes(synth_data, member
     assert "reused" not in remade and remade["test_rmse"] != first["test_rmse"]
 
 
-def test_ensemble_refuses_one_member_twice_too_few_and_another_split(synth_split, synth_data, members, tmp_path):
+def test_ensemble_refuses_one_member_or_ranker_twice_too_few_and_another_split(synth_split, synth_data, members, tmp_path):
     with pytest.raises(ReckdError, match="hold the same teacher"):
         ensemble(synth_data, [members[0], members[0]], tmp_path / "a")
     with pytest.raises(ReckdError, match="at least two teacher folders, found 1"):
@@ -85,7 +85,10 @@ def test_ensemble_refuses_one_member_twice_too_few_and_another_split(synth_split
           config=SplitConfig(seed=3, holdout_genres=("Romance",), min_test_ratings=20))
     with pytest.raises(ReckdError, match="a teacher from another split has seen its held-out ratings"):
         ensemble(load_split(other), members, tmp_path / "c")
-    assert not any((tmp_path / name).exists() for name in "abc")
+    first_start = _teacher(synth_data, tmp_path / "dcn-one", "dcn", 1)  # restart 0 of members[0], trained again
+    with pytest.raises(ReckdError, match=r"ranker 0 of .*dcn and ranker 0 of .*dcn-one have the same weights"):
+        ensemble(synth_data, [members[0], members[1], first_start], tmp_path / "d")
+    assert not any((tmp_path / name).exists() for name in "abcd")
 
 
 def test_cli_ensemble_then_distill_from_it(synth_split, synth_data, members, tmp_path, capsys):
