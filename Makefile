@@ -33,8 +33,8 @@ demo: $(BIN)/.stack
 	$(BIN)/data_prep split ml-100k --data-dir $(DATA_DIR) --scheme random --seed 0 --out $(RUN_DIR)/split
 	$(BIN)/data_prep info $(RUN_DIR)/split
 	$(BIN)/reckd pretrain $(RUN_DIR)/split --out $(RUN_DIR)/teacher-dcn5
-	$(BIN)/reckd pretrain $(RUN_DIR)/split --out $(RUN_DIR)/teacher-mlp5 --arch mlp --dropout 0.1 --weight-decay 1e-5
-	$(BIN)/reckd ensemble $(RUN_DIR)/split --teachers $(RUN_DIR)/teacher-dcn5,$(RUN_DIR)/teacher-mlp5 --out $(RUN_DIR)/teacher-mix
+	$(BIN)/reckd pretrain $(RUN_DIR)/split --out $(RUN_DIR)/teacher-dlrm5 --arch dlrm
+	$(BIN)/reckd ensemble $(RUN_DIR)/split --teachers $(RUN_DIR)/teacher-dcn5,$(RUN_DIR)/teacher-dlrm5 --out $(RUN_DIR)/teacher-mix
 	$(BIN)/reckd distill $(RUN_DIR)/split --teacher $(RUN_DIR)/teacher-mix --genres all --methods $(METHODS) --seeds $(SEEDS) --out $(RUN_DIR)/students
 	$(BIN)/reckd report $(RUN_DIR)/students
 

@@ -2,9 +2,9 @@
 
 Split: random 80/10/10, seed 0 (`data_prep fetch` — GroupLens, else the PyPI mirror — then prepare and
 split). Teacher (README "Teacher architectures", chosen on validation RMSE): `reckd ensemble` of two
-`reckd pretrain` teachers — 5 `dcn` starts (pretrain's defaults) and 5 `mlp` starts (dropout 0.1, weight
-decay 1e-5) — the mean of their 10 rankers. A finished teacher of the same options is reused, one of other
-options is refused (`pretrain` and `ensemble` name the keys).
+`reckd pretrain` teachers — 5 `dcn` starts and 5 `dlrm` starts (pretrain's defaults otherwise) — the mean
+of their 10 rankers. A finished teacher of the same options is reused, one of other options is refused
+(`pretrain` and `ensemble` name the keys).
 """
 
 from __future__ import annotations
@@ -29,13 +29,12 @@ def readme_split(root: Path, device: torch.device | str = "cpu") -> SplitData:
 
 def readme_members() -> dict[str, "PretrainConfig"]:
     """The README teacher's members: folder name under ROOT → the `reckd pretrain` options that make it
-    (`reckd pretrain SPLIT --out ROOT/teacher-mlp5 --arch mlp --dropout 0.1 --weight-decay 1e-5`)."""
+    (`reckd pretrain SPLIT --out ROOT/teacher-dlrm5 --arch dlrm`)."""
     from reckd.train.teacher import PretrainConfig
 
     base = PretrainConfig()
-    mlp = PretrainConfig(model=dataclasses.replace(base.model, arch="mlp", dropout=0.1),
-                         train=dataclasses.replace(base.train, weight_decay=1e-5))
-    return {"teacher-dcn5": base, "teacher-mlp5": mlp}
+    dlrm = dataclasses.replace(base, model=dataclasses.replace(base.model, arch="dlrm"))
+    return {"teacher-dcn5": base, "teacher-dlrm5": dlrm}
 
 
 def readme_teacher(root: Path, data: SplitData) -> Path:
