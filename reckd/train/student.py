@@ -166,7 +166,7 @@ class StudentRuns:
             if users.numel() < asked and (self.world is None or self.world.main):  # said once
                 print(f"reckd distill: {genre}: {users.numel()} unrated pairs exist, fewer than the "
                       f"{asked} that --augment {self.config.augment} asks for; using all of them", file=sys.stderr)
-            rating = teacher_outputs(self.teacher, self.data, users, items).prediction
+            rating = teacher_outputs(self.teacher, self.data, users, items, upper=False).prediction
             self._augmentation[genre] = Augmentation(users, items, rating, self.config.augment, self.config.aug_weight)
         return self._augmentation[genre]
 

@@ -72,6 +72,19 @@ def test_stale_or_truncated_cache_is_rebuilt(synth_data, synth_teacher, tmp_path
     assert torch.load(teacher_dir / "cache.pt", weights_only=True)["key"]["teacher_sha256"] == ref.sha256
 
 
+def test_teacher_outputs_hold_only_the_states_asked_for(synth_data, synth_teacher):
+    teacher = load_teacher(synth_teacher[0])
+    users, items = synth_data.user[:5000], synth_data.item[:5000]
+    whole = teacher(synth_data.batch(users, items).sparse_features)
+    both = teacher_outputs(teacher, synth_data, users, items, lower=True, chunk=1024)  # 5 chunks
+    torch.testing.assert_close(both.lower, whole.lower)
+    torch.testing.assert_close(both.upper, whole.upper)
+    torch.testing.assert_close(both.prediction, whole.prediction)
+    bare = teacher_outputs(teacher, synth_data, users, items, upper=False, chunk=1024)
+    assert torch.equal(bare.prediction, both.prediction)
+    assert bare.lower.shape == bare.upper.shape == (5000, 0)
+
+
 def test_cache_keeps_states_only_when_a_method_reads_them_in_half_precision(synth_data, synth_teacher, tmp_path,
                                                                              capsys):
     from reckd.losses import get, names
