@@ -192,7 +192,7 @@ def _student_flags(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--teacher", required=True, help="the `reckd pretrain --out` folder (trained on this split)")
     p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--genres", default="all", help="all|dense|sparse|G1,G2,…")
-    p.add_argument("--augment", type=int, default=4, help="unrated pairs per rated pair for NAME+aug (default 4)")
+    p.add_argument("--augment", type=int, default=16, help="unrated pairs per rated pair for NAME+aug (default 16)")
     add_train(p, "students")
     add_model(p, "students")
     add_device(p)

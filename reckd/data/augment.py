@@ -8,9 +8,9 @@ from torch import Tensor
 from reckd.data.split import SplitData
 from reckd.errors import ReckdError
 
-# Popularity-weighted draws before the exact fallback. ML-100K at --augment 4 needs at most 23 (Action), so
-# the README's pairs are those of the unbounded sampler; only a genre that runs out of unrated pairs
-# (Western at --augment 16) reaches the fallback, which finishes in one step instead of stalling.
+# Popularity-weighted draws before the exact fallback. ML-100K at --augment 4 needs at most 23 (Action); at
+# the default --augment 16, 10 of its 18 genres have fewer unrated pairs than asked and take all of them,
+# which the fallback finishes in one step instead of stalling.
 _ROUNDS = 64
 _EXACT_LIMIT = 1 << 24  # torch.multinomial's category limit
 

@@ -1,0 +1,77 @@
+"""How large a student, how many teacher-labelled pairs, and how much weight on the genre's own ratings
+does a genre student need to reach its teacher? Each setting distils `kd+aug` students (seed 0, distill's
+defaults otherwise) on the genres asked into ROOT/student-size/<setting>/ and prints, per genre class, the
+macro-average validation RMSE — what chooses — beside the test RMSE (only reported), the student's
+parameters as a share of the teacher's, and on how many genres its test RMSE is at most the teacher's.
+
+    python benchmarks/student_size.py                                      # the README's rows, all genres
+    python benchmarks/student_size.py --genres sparse --settings 'e32-h128,64-a16-w0.03'
+
+A setting is ``e<embedding>-h<W1,W2,…>-a<augment>`` with an optional ``-w<kd's task weight>`` (default
+0.9, METHODS.md's); finished runs are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import time
+from pathlib import Path
+
+from reckd.models.ranker import RankerConfig
+from reckd.train.distill import DistillConfig, distill
+from reckd.train.io import read_json
+
+from readme_split import readme_split, readme_teacher
+
+SETTINGS = ("e8-h32,16-a4", "e8-h32,16-a16", "e32-h128,64-a4", "e32-h128,64-a16",  # kd's task weight 0.9
+            "e32-h128,64-a16-w0.3", "e32-h128,64-a16-w0.1", "e32-h128,64-a16-w0.03", "e32-h128,64-a16-w0",
+            "e8-h32,16-a16-w0.1", "e32-h128,64-a4-w0.1", "e32-h128,64-a64-w0.1",
+            "e64-h256,128-a16-w0.1")  # the default student (RankerConfig.student(), --augment 16)
+
+
+def parse(setting: str) -> tuple[int, tuple[int, ...], int, str]:
+    found = re.fullmatch(r"e(\d+)-h([\d,]+)-a(\d+)(?:-w([\d.]+))?", setting)
+    if not found:
+        raise SystemExit(f"--settings: expected e<embedding>-h<W1,W2,…>-a<augment>[-w<weight>], found {setting!r}")
+    return int(found[1]), tuple(int(w) for w in found[2].split(",")), int(found[3]), found[4] or "0.9"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="runs/ml-100k", help="where the README's split and teacher are (made if missing)")
+    parser.add_argument("--settings", type=lambda s: s.split(";"), default=list(SETTINGS),
+                        help="semicolon-separated settings (default: the README's)")
+    parser.add_argument("--genres", default="all", help="all|dense|sparse|G1,G2,… (as distill's)")
+    parser.add_argument("--teacher", help="a teacher folder of the same split (default: the README's, made if missing)")
+    args = parser.parse_args()
+    root = Path(args.root)
+    data = readme_split(root)
+    teacher = Path(args.teacher) if args.teacher else readme_teacher(root, data)
+    by_genre = read_json(teacher / "result.json")["genres"]
+    teacher_params = read_json(teacher / "result.json")["parameters"]
+    classes = {genre: info["class"] for genre, info in data.manifest["genres"].items()}
+    print("| setting | parameters (% of teacher) | val dense | val sparse | test dense | test sparse | "
+          "genres ≤ teacher | run seconds |\n|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    for setting in args.settings:
+        embedding, hidden, augment, weight = parse(setting)
+        model = RankerConfig(**{**RankerConfig.student().__dict__, "embedding_dim": embedding, "hidden": hidden})
+        name = setting if not args.teacher else f"{teacher.name}-{setting}"
+        config = DistillConfig(genres=args.genres, methods=("kd+aug",), seeds=(0,), augment=augment, model=model,
+                               options={"kd": {"w_task": weight}})
+        results = distill(data, teacher, root / "student-size" / name, config, progress=False)
+
+        def macro(key: str, klass: str) -> str:
+            values = [r[key] for r in results if classes[r["genre"]] == klass]
+            return f"{statistics.fmean(values):.4f}" if values else "—"
+
+        matched = sum(r["test_rmse"] <= by_genre[r["genre"]]["test_rmse"] for r in results)
+        params = results[0]["parameters"]
+        print(f"| `{setting}` | {params:,} ({100 * params / teacher_params:.1f}%) | {macro('val_rmse', 'dense')} | "
+              f"{macro('val_rmse', 'sparse')} | {macro('test_rmse', 'dense')} | {macro('test_rmse', 'sparse')} | "
+              f"{matched} of {len(results)} | {sum(r['seconds'] for r in results):.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
