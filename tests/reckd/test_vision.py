@@ -153,11 +153,15 @@ def test_run_end_to_end_formats_and_effective_configs():
     assert {(r.method, r.seed) for r in report.rows} == {(m, s) for m in ("teacher", "none", "kd", "talking", "kd+aug")
                                                          for s in (0, 1)}
     # test accuracy of each run on the 161 test images of digits 0–2 (recorded on a CPU, torch 2.13; the
-    # same numbers as before the image task moved onto the one loop), within 3 images for other BLAS builds
+    # same numbers as before the image task moved onto the one loop), within 3 images for other CPUs and
+    # BLAS builds — 8 for talking, whose rounds of teacher-student exchange carry float differences
+    # further: on an AVX-512 EPYC (one thread, deterministic run to run) it scored 154 / 150 images
+    # against the recorded 148 / 146, the other methods within 1 image
     recorded = {("teacher", 0): 1.0, ("none", 0): 0.9503, ("kd", 0): 0.9503, ("talking", 0): 0.9193, ("kd+aug", 0): 0.9441,
                 ("teacher", 1): 1.0, ("none", 1): 0.8696, ("kd", 1): 0.8571, ("talking", 1): 0.9068, ("kd+aug", 1): 0.9130}
     for r in report.rows:
-        assert r.accuracy == pytest.approx(recorded[r.method, r.seed], abs=3 / 161), (r.method, r.seed, r.accuracy)
+        images = 8 if r.method == "talking" else 3
+        assert r.accuracy == pytest.approx(recorded[r.method, r.seed], abs=images / 161), (r.method, r.seed, r.accuracy)
         assert r.method == "teacher" or 1 <= r.epochs <= QUICK.student_fit.epochs
     data = json.loads(format_report(report, "json"))
     assert data["configs"]["kd"]["tau"] == 2.0 and data["configs"]["kd"]["w_task"] == 0.9
