@@ -65,7 +65,9 @@ def probe(data, genre: str, setting: dict) -> tuple[float, float]:
                          weight_decay=setting.get("weight_decay", 0.0), seed=0)
     torch.manual_seed(0)
     sizes = {k: setting[k] for k in ("embedding_dim", "dropout", "input_dropout", "arch") if k in setting}
-    model = LookupL2(dataclasses.replace(RankerConfig.student(), **sizes), ranker_features(data), data.levels)
+    # the student of the README's probe table: embedding 8, MLP 32-16 + bias (RankerConfig.student() until 9043cc6)
+    small = RankerConfig(embedding_dim=8, hidden=(32, 16), bias=True)
+    model = LookupL2(dataclasses.replace(small, **sizes), ranker_features(data), data.levels)
     model.lookup_l2 = setting.get("lookup_l2", 0.0)
     scratch = get("none")(make_config("none"), Dims(*model.dims), Dims(*model.dims), HeadSpec("rating", data.levels))
     if model.lookup_l2:
