@@ -19,13 +19,14 @@ import time
 from pathlib import Path
 
 from reckd.cli.flags import method_options
+from reckd.losses import split_spec
 from reckd.report import collect, render
 from reckd.train.distill import DistillConfig, distill
 from reckd.train.io import read_json
 from reckd.train.device import resolve_device
 from reckd.train.tune import load_tuned
 
-from readme_split import readme_split, readme_teacher
+from readme_split import README_STUDENT_SET, readme_split, readme_teacher
 
 
 def cost_table(out: Path, methods: list[str]) -> str:
@@ -55,8 +56,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="student processes (default: distill's for the device)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", action="append", metavar="METHOD.OPTION=VALUE",
-                        help="a method option, as distill's --set (default: kd.w_task=0.1, the README's students, "
-                             "when kd is in --methods)")
+                        help="a method option, as distill's --set (default: the README's students' "
+                             f"{', '.join(README_STUDENT_SET)}, when kd is in --methods)")
     parser.add_argument("--tuned", help="a tuned.json of benchmarks/tune.py (`reckd tune`): each run trains with "
                                         "the values chosen for its method and genre class")
     args = parser.parse_args()
@@ -67,7 +68,7 @@ def main() -> None:
     data = readme_split(root, device)
     teacher = readme_teacher(root, data)
     methods = [m.strip() for m in args.methods.split(",")]
-    default = ["kd.w_task=0.1"] if "kd" in {m.split("+")[0] for m in methods} else []
+    default = README_STUDENT_SET if "kd" in {split_spec(m)[0] for m in methods} else ()
     options = method_options(args.set if args.set is not None else default)
     config = DistillConfig(genres=args.genres, methods=tuple(methods), options=options,
                            seeds=tuple(int(s) for s in args.seeds.split(",")))

@@ -27,6 +27,11 @@ def readme_split(root: Path, device: torch.device | str = "cpu") -> SplitData:
     return load_split(root / "split").to(device)
 
 
+# The README's students' method options (`reckd distill --set …`; the Makefile's DISTILL says the same):
+# kd's task weight, chosen on validation (README, Students).
+README_STUDENT_SET = ("kd.w_task=0.1",)
+
+
 def readme_members() -> dict[str, "PretrainConfig"]:
     """The README teacher's members: folder name under ROOT → the `reckd pretrain` options that make it
     (`reckd pretrain SPLIT --out ROOT/teacher-dlrm5 --arch dlrm`)."""

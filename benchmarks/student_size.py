@@ -7,16 +7,16 @@ parameters as a share of the teacher's, and on how many genres its test RMSE is 
     python benchmarks/student_size.py                                      # the README's rows, all genres
     python benchmarks/student_size.py --genres sparse --settings 'e32-h128,64-a16-w0.03'
 
-A setting is ``e<embedding>-h<W1,W2,…>-a<augment>`` with an optional ``-w<kd's task weight>`` (default
-0.9, METHODS.md's); finished runs are reused.
+A setting is ``e<embedding>-h<W1,W2,…>-a<augment>`` with an optional ``-w<kd's task weight>`` (without
+it, kd's default: 0.9, METHODS.md's); finished runs are reused.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import statistics
-import time
 from pathlib import Path
 
 from reckd.models.ranker import RankerConfig
@@ -31,11 +31,11 @@ SETTINGS = ("e8-h32,16-a4", "e8-h32,16-a16", "e32-h128,64-a4", "e32-h128,64-a16"
             "e64-h256,128-a16-w0.1")  # the default student (RankerConfig.student(), --augment 16)
 
 
-def parse(setting: str) -> tuple[int, tuple[int, ...], int, str]:
+def parse(setting: str) -> tuple[int, tuple[int, ...], int, str | None]:
     found = re.fullmatch(r"e(\d+)-h([\d,]+)-a(\d+)(?:-w([\d.]+))?", setting)
     if not found:
         raise SystemExit(f"--settings: expected e<embedding>-h<W1,W2,…>-a<augment>[-w<weight>], found {setting!r}")
-    return int(found[1]), tuple(int(w) for w in found[2].split(",")), int(found[3]), found[4] or "0.9"
+    return int(found[1]), tuple(int(w) for w in found[2].split(",")), int(found[3]), found[4]
 
 
 def main() -> None:
@@ -49,17 +49,17 @@ def main() -> None:
     root = Path(args.root)
     data = readme_split(root)
     teacher = Path(args.teacher) if args.teacher else readme_teacher(root, data)
-    by_genre = read_json(teacher / "result.json")["genres"]
-    teacher_params = read_json(teacher / "result.json")["parameters"]
+    teacher_result = read_json(teacher / "result.json")
+    by_genre, teacher_params = teacher_result["genres"], teacher_result["parameters"]
     classes = {genre: info["class"] for genre, info in data.manifest["genres"].items()}
     print("| setting | parameters (% of teacher) | val dense | val sparse | test dense | test sparse | "
           "genres ≤ teacher | run seconds |\n|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for setting in args.settings:
         embedding, hidden, augment, weight = parse(setting)
-        model = RankerConfig(**{**RankerConfig.student().__dict__, "embedding_dim": embedding, "hidden": hidden})
+        model = dataclasses.replace(RankerConfig.student(), embedding_dim=embedding, hidden=hidden)
         name = setting if not args.teacher else f"{teacher.name}-{setting}"
         config = DistillConfig(genres=args.genres, methods=("kd+aug",), seeds=(0,), augment=augment, model=model,
-                               options={"kd": {"w_task": weight}})
+                               options={"kd": {"w_task": weight}} if weight is not None else {})
         results = distill(data, teacher, root / "student-size" / name, config, progress=False)
 
         def macro(key: str, klass: str) -> str:
