@@ -18,6 +18,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from reckd.losses import make_config
 from reckd.train.device import resolve_device
 from reckd.train.distill import DistillConfig
 from reckd.train.tune import DEFAULT_GRID, render_tuned, tune
@@ -29,7 +30,10 @@ def untuned_gain(document: dict, config: DistillConfig) -> str:
     """Per method and class: the chosen point's macro validation RMSE against the point that holds the
     untuned students' own values (if the grid has one)."""
     base = {"train": config.train, "model": config.model}
-    untuned = {key: getattr(base[key.split(".")[0]], key.split(".")[1]) for key in document["grid"]}
+    untuned = {}
+    for key in document["grid"]:
+        section, _, name = key.partition(".")
+        untuned[key] = getattr(base[section] if section in base else make_config(section, config.options.get(section)), name)
     if untuned not in document["points"]:
         return "(the untuned values are not a point of this grid)"
     k0 = document["points"].index(untuned)

@@ -172,7 +172,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _student_flags(p, "tune folder (new, empty, or an earlier tune's: resumed)")
     add_methods(p, "none,kd", with_seeds=False)
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,…",
-                   help="values to search for one option, e.g. --grid train.lr=1e-3,3e-3 (repeatable; default "
+                   help="values to search for one option, e.g. --grid train.lr=1e-3,3e-3, or a method's option, "
+                        "e.g. --grid kd.w_task=0.1,0.3,0.9 (its runs only; repeatable; default "
                         "model.input_dropout=0,0.5 train.lr=3e-3 train.weight_decay=0,1e-3,1e-2,3e-2: 8 points)")
     p.add_argument("--seed", type=int, default=0, help="the seed of every grid run (default 0)")
     p.set_defaults(func=cmd_tune)

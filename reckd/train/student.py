@@ -16,7 +16,7 @@ from reckd import __version__
 from reckd.data.augment import sample_unrated
 from reckd.data.split import SplitData, load_split
 from reckd.errors import ReckdError
-from reckd.losses import Dims, HeadSpec, get, make_config, split_spec
+from reckd.losses import Dims, HeadSpec, get, make_config, names, split_spec
 from reckd.models.ranker import Ranker, RankerConfig, count_parameters
 from reckd.train.io import write_array, write_json, write_torch
 from reckd.train.loop import (Augmentation, NonFiniteLoss, TeacherView, TrainConfig, fit, pair_scorer, predict_rows,
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 # The hyper-parameters that ``reckd tune`` may search and a tuned file may set, as SECTION.FIELD of the
 # run's ``train`` (TrainConfig) or ``model`` (RankerConfig): the type, and the range in words. Left out:
 # the seed (the run's), the head (the method's) and the hidden widths (the student's size is fixed).
+# Besides these, METHOD.OPTION — a numeric option of a method's Config, say ``kd.w_task`` — is tunable
+# for that method's runs (``kd`` and ``kd+aug``), checked as ``--set`` checks it.
 TUNABLE: dict[str, tuple[type, Callable[[float], bool], str]] = {
     "train.lr": (float, lambda v: 0 < v < math.inf, "a finite learning rate > 0"),
     "train.weight_decay": (float, lambda v: 0 <= v < math.inf, "a finite weight decay >= 0"),
@@ -49,8 +51,11 @@ def tuned_value(key: str, value: object, flag: str) -> int | float:
     """``value`` (a number, or its text from the command line) as the type of ``key``, checked for range;
     an error names ``flag``, the key, what was expected and what was found."""
     section, _, name = key.partition(".")
+    if section in names():
+        return _method_value(section, name, value, f"{flag} {key}")
     if section not in _SECTIONS or name not in {f.name for f in dataclasses.fields(_SECTIONS[section])}:
-        raise ReckdError(f"{flag}: expected a key among {', '.join(TUNABLE)}, found {key!r}")
+        raise ReckdError(f"{flag}: expected a key among {', '.join(TUNABLE)} or METHOD.OPTION (a numeric "
+                         f"option of one of {', '.join(names())}), found {key!r}")
     if key not in TUNABLE:
         raise ReckdError(f"{flag}: {key} is not tunable (the seed is the run's, the head the method's, the "
                          f"hidden widths the student's); expected one of {', '.join(TUNABLE)}")
@@ -71,13 +76,41 @@ def tuned_value(key: str, value: object, flag: str) -> int | float:
     return number
 
 
+def _method_value(method: str, option: str, value: object, where: str) -> int | float:
+    """A numeric option of ``method``'s Config, coerced and range-checked by :func:`make_config`."""
+    known = {f.name: f.default for f in dataclasses.fields(get(method).Config)}
+    numeric = sorted(k for k, v in known.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    if option not in numeric:
+        raise ReckdError(f"{where}: expected a numeric option of {method!r} ({', '.join(numeric) or 'it has none'}), "
+                         f"found {option!r}")
+    if isinstance(value, bool):
+        raise ReckdError(f"{where}: expected a number, found {value!r}")
+    try:
+        return getattr(make_config(method, {option: value}), option)
+    except (KeyError, ValueError, TypeError) as error:
+        raise ReckdError(f"{where}: {error.args[0] if error.args else error}") from None
+
+
+def method_keys(values: dict[str, object]) -> dict[str, dict[str, object]]:
+    """The METHOD.OPTION keys of tuned ``values``, as ``{method: {option: value}}`` (``--set``'s shape)."""
+    options: dict[str, dict[str, object]] = {}
+    for key, value in values.items():
+        section, _, name = key.partition(".")
+        if section not in _SECTIONS:
+            options.setdefault(section, {})[name] = value
+    return options
+
+
 def apply_tuned(model: RankerConfig, train: TrainConfig, values: dict[str, object],
                 flag: str = "--tuned") -> tuple[RankerConfig, TrainConfig]:
-    """``model`` and ``train`` with ``values`` (``{"train.lr": 1e-3, "model.dropout": 0.1}``) in place."""
+    """``model`` and ``train`` with the ``train.``/``model.`` keys of ``values`` (``{"train.lr": 1e-3,
+    "model.dropout": 0.1}``) in place; METHOD.OPTION keys are the method's (:func:`method_keys`)."""
     changes: dict[str, dict] = {"model": {}, "train": {}}
     for key, value in values.items():
         section, _, name = key.partition(".")
-        changes[section][name] = tuned_value(key, value, flag)
+        value = tuned_value(key, value, flag)
+        if section in changes:
+            changes[section][name] = value
     return dataclasses.replace(model, **changes["model"]), dataclasses.replace(train, **changes["train"])
 
 
@@ -114,16 +147,22 @@ class StudentRuns:
             raise ReckdError(f"--tuned: expected tuned values for {run.method!r} on {genre_class} genres "
                              f"({run.genre} is {genre_class}), found only {', '.join(by_class) or 'none'}; run "
                              f"`reckd tune` with a {genre_class} genre in --genres")
-        return {key: tuned_value(key, value, f"--tuned ({run.method}, {genre_class})")
-                for key, value in by_class[genre_class].items()}
+        where = f"--tuned ({run.method}, {genre_class})"
+        name = split_spec(run.method)[0]
+        values = {key: tuned_value(key, value, where) for key, value in by_class[genre_class].items()}
+        for other in method_keys(values).keys() - {name}:
+            raise ReckdError(f"{where}: expected options of {name!r} only, found {other!r}'s")
+        return values
 
     def config_of(self, run: Run) -> dict:
         """The run's full effective configuration (what ``config.json`` records, resume compares and
         :meth:`train` trains with): the request's model and training options, the tuned values of the
         run's method and genre class (also under ``tuned``), the method's head and the genre's batch."""
         name, aug = split_spec(run.method)
-        method_config = self.method_configs[name]
         tuned = self.tuned(run)
+        method_config = self.method_configs[name]
+        if method_keys(tuned):  # tuned method options over the request's --set
+            method_config = dataclasses.replace(method_config, **method_keys(tuned)[name])
         model, train = apply_tuned(self.config.model, self.config.train, tuned)
         if self.config.scale and "train.batch_size" not in tuned:
             train = scaled(train, self.rows(run.genre), lr="train.lr" not in tuned)
@@ -193,7 +232,8 @@ class StudentRuns:
             clear_run(run_dir)  # an interrupted (or --retrain-changed) run starts over
         if world is not None:
             world.barrier()
-        method_class, method_config = get(name), self.method_configs[name]
+        method_class = get(name)
+        method_config = method_class.Config(**config["method_config"])
         # exactly what config.json records: one source of truth for the run's model and training options
         model_config = RankerConfig(**config["model"])
         train_config = TrainConfig(**config["train"])

@@ -28,11 +28,12 @@ from data_prep.table import render_table
 from reckd import __version__
 from reckd.data.split import SplitData
 from reckd.errors import ReckdError
+from reckd.losses import split_spec
 from reckd.train.distill import DistillConfig, distill
 from reckd.train.io import read_json, write_json
 from reckd.train.loop import NonFiniteLoss
 from reckd.train.plan import Run, differences, normal, select_genres, unique
-from reckd.train.student import apply_tuned, tuned_value
+from reckd.train.student import apply_tuned, method_keys, tuned_value
 from reckd.train.teacher import teacher_ref
 
 COMMAND = "reckd tune"
@@ -79,10 +80,18 @@ def tune(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, g
     points = grid_points(grid)
     base = dataclasses.replace(config, seeds=(seed,))
     base.check()
+    for name in method_keys(grid):  # a method option is searched for that method's runs only
+        others = [m for m in config.methods if split_spec(m)[0] != name]
+        if others:
+            raise ReckdError(f"--grid {name}.…: {name!r}'s options are searched on its runs only, but --methods "
+                             f"also holds {', '.join(map(repr, others))}; tune those in another `reckd tune`")
     point_configs = []
     for values in points:
         model, train = apply_tuned(base.model, base.train, values, "--grid")
-        point_configs.append(dataclasses.replace(base, model=model, train=train))
+        options = {**base.options}
+        for name, chosen in method_keys(values).items():
+            options[name] = {**options.get(name, {}), **chosen}
+        point_configs.append(dataclasses.replace(base, model=model, train=train, options=options))
     genres = select_genres(data, config.genres)
     classes: dict[str, list[str]] = {}
     for genre in genres:
@@ -162,7 +171,8 @@ def load_tuned(path: Path, data: SplitData, teacher_dir: Path,
         sections = ("model", "train", "augment", "aug_weight", "options", "min_steps", "min_batch")
         recorded = {k: document["config"].get(k) for k in sections}
         requested = normal({k: dataclasses.asdict(config)[k] for k in sections})
-        changed = [d for d in differences(recorded, requested) if d.split(" ")[0] not in tuned_keys]
+        changed = [d for d in differences(recorded, requested)
+                   if d.split(" ")[0].removeprefix("options.") not in tuned_keys]
         if changed:
             print(f"reckd: warning: --tuned {path}: the grid ran with other options than this request: "
                   f"{'; '.join(changed)}", file=sys.stderr)

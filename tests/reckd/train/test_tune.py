@@ -204,3 +204,43 @@ def test_a_diverging_point_is_never_chosen(synth_data, synth_teacher, tmp_path, 
     with pytest.raises(ReckdError, match="--grid: no grid point finished every sparse run of 'none'"):
         tune(synth_data, synth_teacher[0], tmp_path / "diverged", config, {"train.lr": (1e30,)}, workers=1,
              progress=False)
+
+
+def test_a_method_option_is_tuned_on_its_runs_and_recorded(synth_data, synth_teacher, tmp_path):
+    """``kd.w_task`` on the grid: each point's kd runs train with it (config.json's method_config), and
+    ``distill --tuned`` trains with the chosen weight, epoch for epoch as the chosen point did."""
+    teacher = synth_teacher[0]
+    config = _config(genres="Adventure,Thriller", methods=("kd",))
+    document = tune(synth_data, teacher, tmp_path / "tune", config, {"kd.w_task": ("0", 0.9)}, workers=1,
+                    progress=False)
+    assert document["points"] == [{"kd.w_task": 0.0}, {"kd.w_task": 0.9}]
+    for k, weight in enumerate((0.0, 0.9)):
+        recorded = read_json(tmp_path / "tune" / f"point{k}" / "Adventure" / "kd" / "seed0" / "config.json")
+        assert recorded["method_config"]["w_task"] == weight and recorded["method_config"]["tau"] == 4.0
+    runs = [read_json(tmp_path / "tune" / f"point{k}" / "Adventure" / "kd" / "seed0" / "result.json") for k in (0, 1)]
+    assert runs[0]["val_rmse"] != runs[1]["val_rmse"]
+    chosen = load_tuned(tmp_path / "tune" / "tuned.json", synth_data, teacher, config)
+    results = distill(synth_data, teacher, tmp_path / "students", _config(genres="Adventure,Thriller",
+                      methods=("kd",), tuned=chosen, options={"kd": {"w_task": 0.5, "tau": 2}}), progress=False, workers=1)
+    for result in results:
+        genre_class = _class_of(synth_data, result["genre"])
+        k = document["chosen_point"]["kd"][genre_class]
+        recorded = read_json(tmp_path / "students" / slug(result["genre"]) / "kd" / "seed0" / "config.json")
+        # the tuned weight wins over --set's; --set's other options stay
+        assert recorded["method_config"]["w_task"] == document["points"][k]["kd.w_task"]
+        assert recorded["method_config"]["tau"] == 2.0 and recorded["tuned"] == document["points"][k]
+    # refused: another method's option in a run's tuned values; a grid over kd's option with `none` runs
+    with pytest.raises(ReckdError, match=r"--tuned \(kd, sparse\): expected options of 'kd' only, found 'dist''s"):
+        distill(synth_data, teacher, tmp_path / "bad", _config(genres="Adventure", methods=("kd",),
+                tuned={"kd": {"sparse": {"dist.w_task": 0.1}}}), progress=False, workers=1)
+    with pytest.raises(ReckdError, match=r"--grid kd\.…: 'kd''s options are searched on its runs only, but "
+                                         r"--methods also holds 'none'"):
+        tune(synth_data, teacher, tmp_path / "bad", _config(), {"kd.w_task": (0.1,)}, progress=False)
+    for grid, message in [({"kd.nope": (1,)}, r"--grid kd.nope: expected a numeric option of 'kd' \(s, tau, w_kd, w_task\), found 'nope'"),
+                          ({"kd.rating_loss": ("kl",)}, "--grid kd.rating_loss: expected a numeric option of 'kd'"),
+                          ({"kd.w_task": (-1,)}, "--grid kd.w_task: method 'kd' option 'w_task': expected a weight ≥ 0, found -1"),
+                          ({"kd.w_task": (True,)}, "--grid kd.w_task: expected a number, found True"),
+                          ({"kd.w_task": ("x",)}, "--grid kd.w_task: method 'kd' option 'w_task'")]:
+        with pytest.raises(ReckdError, match=message):
+            tune(synth_data, teacher, tmp_path / "bad", config, grid, progress=False)
+    assert not (tmp_path / "bad").exists()
