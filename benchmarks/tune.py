@@ -1,5 +1,6 @@
 """Tune every student row on the README's split (ML-100K, random 80/10/10, seed 0) with one budget: the
-default grid of ``reckd tune`` (8 points) for each method, chosen per genre class on validation RMSE only.
+default grid of ``reckd tune`` (8 points) for each method, chosen per genre class on validation RMSE only,
+from the README's students (kd's task weight 0.1, as benchmarks/ml100k.py).
 Prints the validation table (macro-average validation RMSE per point, method and class; ``*`` marks the
 choice) and, where the untuned students' values are a grid point, the choice's validation gain over it.
 
@@ -18,12 +19,13 @@ import dataclasses
 import time
 from pathlib import Path
 
-from reckd.losses import make_config
+from reckd.cli.flags import method_options
+from reckd.losses import make_config, split_spec
 from reckd.train.device import resolve_device
 from reckd.train.distill import DistillConfig
 from reckd.train.tune import DEFAULT_GRID, render_tuned, tune
 
-from readme_split import readme_split, readme_teacher
+from readme_split import README_STUDENT_SET, readme_split, readme_teacher
 
 
 def untuned_gain(document: dict, config: DistillConfig) -> str:
@@ -63,7 +65,10 @@ def main() -> None:
     device = resolve_device(args.device)
     data = readme_split(root, device)
     teacher = readme_teacher(root, data)
-    config = DistillConfig(genres=args.genres, methods=tuple(m.strip() for m in args.methods.split(",")))
+    methods = tuple(m.strip() for m in args.methods.split(","))
+    # the README's students' options (benchmarks/ml100k.py's default), so a tuned run starts from its row
+    options = method_options(README_STUDENT_SET) if "kd" in {split_spec(m)[0] for m in methods} else {}
+    config = DistillConfig(genres=args.genres, methods=methods, options=options)
     if args.epochs is not None:
         config.train = dataclasses.replace(config.train, epochs=args.epochs)
     document = tune(data, teacher, out, config, DEFAULT_GRID, seed=args.seed,
