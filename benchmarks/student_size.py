@@ -8,7 +8,8 @@ parameters as a share of the teacher's, and on how many genres its test RMSE is 
     python benchmarks/student_size.py --genres sparse --settings 'e32-h128,64-a16-w0.03'
 
 A setting is ``e<embedding>-h<W1,W2,…>-a<augment>`` with an optional ``-w<kd's task weight>`` (without
-it, kd's default: 0.9, METHODS.md's); finished runs are reused.
+it, kd's default: 0.9, METHODS.md's) and an optional leading ``<arch>-`` (``dcn-e48-h256,128-a16-w0.1``;
+without it, the student's ``mlp``); finished runs are reused.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 import statistics
 from pathlib import Path
 
-from reckd.models.ranker import RankerConfig
+from reckd.models.ranker import ARCHS, RankerConfig
 from reckd.train.distill import DistillConfig, distill
 from reckd.train.io import read_json
 
@@ -31,11 +32,13 @@ SETTINGS = ("e8-h32,16-a4", "e8-h32,16-a16", "e32-h128,64-a4", "e32-h128,64-a16"
             "e64-h256,128-a16-w0.1")  # the default student (RankerConfig.student(), --augment 16)
 
 
-def parse(setting: str) -> tuple[int, tuple[int, ...], int, str | None]:
-    found = re.fullmatch(r"e(\d+)-h([\d,]+)-a(\d+)(?:-w([\d.]+))?", setting)
+def parse(setting: str) -> tuple[str, int, tuple[int, ...], int, str | None]:
+    found = re.fullmatch(rf"(?:({'|'.join(ARCHS)})-)?e(\d+)-h([\d,]+)-a(\d+)(?:-w([\d.]+))?", setting)
     if not found:
-        raise SystemExit(f"--settings: expected e<embedding>-h<W1,W2,…>-a<augment>[-w<weight>], found {setting!r}")
-    return int(found[1]), tuple(int(w) for w in found[2].split(",")), int(found[3]), found[4]
+        raise SystemExit(f"--settings: expected [<arch>-]e<embedding>-h<W1,W2,…>-a<augment>[-w<weight>] "
+                         f"(arch one of {', '.join(ARCHS)}), found {setting!r}")
+    arch = found[1] or RankerConfig.student().arch
+    return arch, int(found[2]), tuple(int(w) for w in found[3].split(",")), int(found[4]), found[5]
 
 
 def main() -> None:
@@ -55,8 +58,8 @@ def main() -> None:
     print("| setting | parameters (% of teacher) | val dense | val sparse | test dense | test sparse | "
           "genres ≤ teacher | run seconds |\n|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for setting in args.settings:
-        embedding, hidden, augment, weight = parse(setting)
-        model = dataclasses.replace(RankerConfig.student(), embedding_dim=embedding, hidden=hidden)
+        arch, embedding, hidden, augment, weight = parse(setting)
+        model = dataclasses.replace(RankerConfig.student(), arch=arch, embedding_dim=embedding, hidden=hidden)
         name = setting if not args.teacher else f"{teacher.name}-{setting}"
         config = DistillConfig(genres=args.genres, methods=("kd+aug",), seeds=(0,), augment=augment, model=model,
                                options={"kd": {"w_task": weight}} if weight is not None else {})
