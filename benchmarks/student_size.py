@@ -9,7 +9,7 @@ parameters as a share of the teacher's, and on how many genres its test RMSE is 
 
 A setting is ``e<embedding>-h<W1,W2,…>-a<augment>`` with an optional ``-w<kd's task weight>`` (without
 it, kd's default: 0.9, METHODS.md's) and an optional leading ``<arch>-`` (``dcn-e48-h256,128-a16-w0.1``;
-without it, the student's ``mlp``); finished runs are reused.
+without it, ``mlp``); finished runs are reused.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from readme_split import readme_split, readme_teacher
 
 SETTINGS = ("e8-h32,16-a4", "e8-h32,16-a16", "e32-h128,64-a4", "e32-h128,64-a16",  # kd's task weight 0.9
             "e32-h128,64-a16-w0.3", "e32-h128,64-a16-w0.1", "e32-h128,64-a16-w0.03", "e32-h128,64-a16-w0",
-            "e8-h32,16-a16-w0.1", "e32-h128,64-a4-w0.1", "e32-h128,64-a64-w0.1",
-            "e64-h256,128-a16-w0.1")  # the default student (RankerConfig.student(), --augment 16)
+            "e8-h32,16-a16-w0.1", "e32-h128,64-a4-w0.1", "e32-h128,64-a64-w0.1", "e64-h256,128-a16-w0.1",
+            "dcn-e48-h256,128-a16-w0.1",  # the default student (RankerConfig.student(), --augment 16)
+            "deepfm-e64-h256,128-a16-w0.1", "dlrm-e64-h256,128-a16-w0.1", "e80-h256,128-a16-w0.1")
 
 
 def parse(setting: str) -> tuple[str, int, tuple[int, ...], int, str | None]:
@@ -37,7 +38,7 @@ def parse(setting: str) -> tuple[str, int, tuple[int, ...], int, str | None]:
     if not found:
         raise SystemExit(f"--settings: expected [<arch>-]e<embedding>-h<W1,W2,…>-a<augment>[-w<weight>] "
                          f"(arch one of {', '.join(ARCHS)}), found {setting!r}")
-    arch = found[1] or RankerConfig.student().arch
+    arch = found[1] or "mlp"  # the rows named before the student could be another architecture
     return arch, int(found[2]), tuple(int(w) for w in found[3].split(",")), int(found[4]), found[5]
 
 

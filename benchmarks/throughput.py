@@ -1,7 +1,7 @@
 """Student training throughput with cached teacher outputs, against a plain-PyTorch reference.
 
-Both loops train the same student (``RankerConfig.student()``'s sizes: embeddings, MLP and user/item
-bias terms, the same sparse features) with ``kd`` on the same training ratings at the same batch size,
+Both loops train the same student (``RankerConfig.student()``'s sizes with the ``mlp`` interaction, which
+the reference mirrors: embeddings, MLP and user/item bias terms, the same sparse features) with ``kd`` on the same training ratings at the same batch size,
 in this process, one after the other:
 
 - reckd: ``reckd.train.loop.fit`` — torchrec ``EmbeddingBagCollection`` over a ``KeyedJaggedTensor``
@@ -21,6 +21,7 @@ summed ratings/s.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import os
 import time
@@ -36,6 +37,9 @@ from reckd.models.ranker import Ranker, RankerConfig
 from reckd.train.device import resolve_device
 from reckd.train.loop import TeacherView, TrainConfig, fit
 from reckd.train.teacher import cached_teacher_outputs, load_teacher, ranker_features, teacher_ref
+
+# the default student's sizes with the `mlp` interaction: the plain-PyTorch reference below is that model
+STUDENT = dataclasses.replace(RankerConfig.student(), arch="mlp")
 
 
 class Reference(nn.Module):
@@ -72,7 +76,7 @@ def reckd_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epochs: 
     teacher = load_teacher(teacher_dir, data.rating.device)
     cache = cached_teacher_outputs(teacher, data, teacher_ref(teacher_dir, data), states=False)
     torch.manual_seed(0)
-    model = Ranker(RankerConfig.student(), ranker_features(data), data.levels, device=data.rating.device)
+    model = Ranker(STUDENT, ranker_features(data), data.levels, device=data.rating.device)
     method = get("kd")(make_config("kd"), Dims(*model.dims), Dims(*teacher.dims), HeadSpec("rating", data.levels))
     val = data.rows("val")[:2000]
     config = TrainConfig(epochs=epochs, batch_size=batch, patience=epochs + 1)
@@ -93,7 +97,7 @@ def reference_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epoc
     teacher_rating = cached_teacher_outputs(teacher, data, teacher_ref(teacher_dir, data), states=False).prediction
     features = ranker_features(data)
     torch.manual_seed(0)
-    student = RankerConfig.student()
+    student = STUDENT
     model = Reference(features, student.embedding_dim, student.hidden).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, fused=True if device.type == "cuda" else None)
     names = [name for name, _ in features]
