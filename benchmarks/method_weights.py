@@ -30,9 +30,10 @@ def main() -> None:
     parser.add_argument("--weights", default="1,0.3,0.1,0.03", help="the task weights searched, the same for every method")
     parser.add_argument("--genres", default="sparse", help="all|dense|sparse|G1,G2,… (as distill's)")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", help="the benchmark's folder (default ROOT/method-weights)")
     args = parser.parse_args()
     root = Path(args.root)
-    out = root / "method-weights"
+    out = Path(args.out) if args.out else root / "method-weights"
     data = readme_split(root)
     teacher = readme_teacher(root, data)
     methods = tuple(m.strip() for m in args.methods.split(","))
