@@ -1,8 +1,8 @@
 """Student training throughput with cached teacher outputs, against a plain-PyTorch reference.
 
 Both loops train the same student (``RankerConfig.student()``'s sizes with the ``mlp`` interaction, which
-the reference mirrors: embeddings, MLP and user/item bias terms, the same sparse features) with ``kd`` on the same training ratings at the same batch size,
-in this process, one after the other:
+the reference mirrors: embeddings, MLP and user/item bias terms, the same sparse features) with ``kd`` on
+the same training ratings at the same batch size, in this process, one after the other:
 
 - reckd: ``reckd.train.loop.fit`` — torchrec ``EmbeddingBagCollection`` over a ``KeyedJaggedTensor``
   built per batch, the ``kd`` loss object reading the teacher-output cache, validation each epoch.

@@ -35,7 +35,8 @@ def untuned_gain(document: dict, config: DistillConfig) -> str:
     untuned = {}
     for key in document["grid"]:
         section, _, name = key.partition(".")
-        untuned[key] = getattr(base[section] if section in base else make_config(section, config.options.get(section)), name)
+        source = base[section] if section in base else make_config(section, config.options.get(section))
+        untuned[key] = getattr(source, name)
     if untuned not in document["points"]:
         return "(the untuned values are not a point of this grid)"
     k0 = document["points"].index(untuned)
