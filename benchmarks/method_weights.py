@@ -18,7 +18,7 @@ from pathlib import Path
 from reckd.losses import split_spec
 from reckd.report import collect, render
 from reckd.train.distill import DistillConfig, distill
-from reckd.train.tune import load_tuned, render_tuned, tune
+from reckd.train.tune import render_tuned, tune
 
 from readme_split import readme_split, readme_teacher
 
@@ -45,7 +45,7 @@ def main() -> None:
         document = tune(data, teacher, out / f"tune-{method}", config, {f"{name}.w_task": weights}, progress=False)
         print(f"## {method}: macro validation RMSE by task weight (seed 0)\n\n{render_tuned(document, 'markdown')}\n",
               flush=True)
-        chosen.update(load_tuned(out / f"tune-{method}" / "tuned.json", data, teacher, config))
+        chosen.update(document["chosen"])
     chosen["none"] = {genre_class: {} for genre_class in chosen[methods[0]]}  # nothing to tune: the same runs
     seeds = tuple(int(s) for s in args.seeds.split(","))
     distill(data, teacher, out / "students",

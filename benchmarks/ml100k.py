@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 
 from reckd.cli.flags import method_options
-from reckd.losses import split_spec
 from reckd.report import collect, render
 from reckd.train.distill import DistillConfig, distill
 from reckd.train.io import read_json
 from reckd.train.device import resolve_device
 from reckd.train.tune import load_tuned
 
-from readme_split import README_STUDENT_SET, readme_split, readme_teacher
+from readme_split import README_STUDENT_SET, readme_split, readme_student_options, readme_teacher
 
 
 def cost_table(out: Path, methods: list[str]) -> str:
@@ -68,8 +67,7 @@ def main() -> None:
     data = readme_split(root, device)
     teacher = readme_teacher(root, data)
     methods = [m.strip() for m in args.methods.split(",")]
-    default = README_STUDENT_SET if "kd" in {split_spec(m)[0] for m in methods} else ()
-    options = method_options(args.set if args.set is not None else default)
+    options = method_options(args.set) if args.set is not None else readme_student_options(methods)
     config = DistillConfig(genres=args.genres, methods=tuple(methods), options=options,
                            seeds=tuple(int(s) for s in args.seeds.split(",")))
     if args.tuned:

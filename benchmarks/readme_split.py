@@ -32,6 +32,15 @@ def readme_split(root: Path, device: torch.device | str = "cpu") -> SplitData:
 README_STUDENT_SET = ("kd.w_task=0.1",)
 
 
+def readme_student_options(methods) -> dict[str, dict[str, str]]:
+    """The README students' method options (:data:`README_STUDENT_SET`, as ``DistillConfig.options``) when
+    kd is among ``methods`` (``kd`` or ``kd+aug``), else none."""
+    from reckd.cli.flags import method_options
+    from reckd.losses import split_spec
+
+    return method_options(README_STUDENT_SET) if "kd" in {split_spec(m)[0] for m in methods} else {}
+
+
 def readme_members() -> dict[str, "PretrainConfig"]:
     """The README teacher's members: folder name under ROOT → the `reckd pretrain` options that make it
     (`reckd pretrain SPLIT --out ROOT/teacher-dlrm5 --arch dlrm`)."""

@@ -19,13 +19,12 @@ import dataclasses
 import time
 from pathlib import Path
 
-from reckd.cli.flags import method_options
-from reckd.losses import make_config, split_spec
+from reckd.losses import make_config
 from reckd.train.device import resolve_device
 from reckd.train.distill import DistillConfig
 from reckd.train.tune import DEFAULT_GRID, render_tuned, tune
 
-from readme_split import README_STUDENT_SET, readme_split, readme_teacher
+from readme_split import readme_split, readme_student_options, readme_teacher
 
 
 def untuned_gain(document: dict, config: DistillConfig) -> str:
@@ -68,8 +67,7 @@ def main() -> None:
     teacher = readme_teacher(root, data)
     methods = tuple(m.strip() for m in args.methods.split(","))
     # the README's students' options (benchmarks/ml100k.py's default), so a tuned run starts from its row
-    options = method_options(README_STUDENT_SET) if "kd" in {split_spec(m)[0] for m in methods} else {}
-    config = DistillConfig(genres=args.genres, methods=methods, options=options)
+    config = DistillConfig(genres=args.genres, methods=methods, options=readme_student_options(methods))
     if args.epochs is not None:
         config.train = dataclasses.replace(config.train, epochs=args.epochs)
     document = tune(data, teacher, out, config, DEFAULT_GRID, seed=args.seed,

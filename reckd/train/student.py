@@ -160,9 +160,8 @@ class StudentRuns:
         run's method and genre class (also under ``tuned``), the method's head and the genre's batch."""
         name, aug = split_spec(run.method)
         tuned = self.tuned(run)
-        method_config = self.method_configs[name]
-        if method_keys(tuned):  # tuned method options over the request's --set
-            method_config = dataclasses.replace(method_config, **method_keys(tuned)[name])
+        # tuned method options over the request's --set
+        method_config = dataclasses.replace(self.method_configs[name], **method_keys(tuned).get(name, {}))
         model, train = apply_tuned(self.config.model, self.config.train, tuned)
         if self.config.scale and "train.batch_size" not in tuned:
             train = scaled(train, self.rows(run.genre), lr="train.lr" not in tuned)
