@@ -85,11 +85,14 @@ def add_train(parser: argparse.ArgumentParser, who: str) -> None:
                                                  "scaled with the batch)")
     parser.add_argument("--weight-decay", type=float, metavar="W", help=f"Adam's weight decay for the {who} "
                                                                          "(default: the config's)")
+    parser.add_argument("--ema", type=float, metavar="DECAY", help=f"validate and keep an exponential moving "
+                        f"average of the {who}'s weights, DECAY per step (default: the config's; 0: off)")
 
 
 def train_config(args: argparse.Namespace, base):
     """``base`` (a TrainConfig) with the training flags that were given; the config checks the ranges."""
-    return _given(base, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay)
+    return _given(base, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                  ema=args.ema)
 
 
 def scales(args: argparse.Namespace) -> bool:

@@ -96,6 +96,11 @@ class DistillConfig:
                 for key, value in values.items():
                     tuned_value(key, value, f"--tuned ({method}, {genre_class})")
 
+    def recorded(self) -> dict:
+        """The options as ``distill.json`` and ``reckd tune``'s document record them (``train``: as
+        :meth:`TrainConfig.recorded` records it)."""
+        return {**dataclasses.asdict(self), "train": self.train.recorded()}
+
 
 GPU_WORKERS = 8
 
@@ -203,4 +208,4 @@ def _header(out: Path, data: SplitData, ref, config: DistillConfig, runs: list[R
                                  f"use a new --out")
         requested = before.get("runs", [])
     requested += [[r.genre, r.method, r.seed] for r in runs if [r.genre, r.method, r.seed] not in requested]
-    return {**made_with, "reckd_version": __version__, "runs": requested, "config": dataclasses.asdict(config)}
+    return {**made_with, "reckd_version": __version__, "runs": requested, "config": config.recorded()}

@@ -1,7 +1,8 @@
 """The one training loop, for the teacher and every student, ratings and images alike: Adam over the
 model and the method's extras, early stopping on the source's validation metric (ties keep the earlier
 epoch unless the caller asks for the later one), best-epoch weights, per-epoch metrics, optional
-plateau halving of the learning rate, and a clean stop on a non-finite loss.
+plateau halving of the learning rate, an optional moving average of the weights, and a clean stop on
+a non-finite loss.
 
 What it trains on is a batch source (:mod:`reckd.data.source`: rows → inputs and labels, a metric and
 its direction); the frozen teacher comes in as a :class:`TeacherView` (cached outputs or a live
@@ -64,6 +65,7 @@ class TrainConfig:
     patience: int = 4
     seed: int = 0
     lr_patience: int = 0  # halve the learning rate after this many epochs without improvement (0: never)
+    ema: float = 0.0  # decay of an exponential moving average of the weights, per step (0: off; see train)
 
     def __post_init__(self) -> None:
         """Every option in range, each error naming its flag."""
@@ -76,6 +78,16 @@ class TrainConfig:
             raise ReckdError(f"weight_decay (--weight-decay): expected a finite value ≥ 0, found {self.weight_decay}")
         if self.lr_patience < 0:
             raise ReckdError(f"lr_patience: expected 0 (never) or more epochs, found {self.lr_patience}")
+        if not (0 <= self.ema < 1):
+            raise ReckdError(f"ema: expected a decay in [0, 1) (0: off), found {self.ema}")
+
+    def recorded(self) -> dict:
+        """The options as a run's ``config.json`` records them: ``ema`` only when on, so runs made before
+        it existed (all without it) keep matching a request that leaves it off."""
+        out = dataclasses.asdict(self)
+        if not self.ema:
+            del out["ema"]
+        return out
 
 
 def scaled(config: TrainConfig, rows: int, lr: bool = True, per_epoch: int = 1_000_000,
@@ -292,6 +304,27 @@ def _optimizers(model: nn.Module, method: Method, config: TrainConfig, device: t
             *([torch.optim.Adagrad(embeddings, lr=config.lr, weight_decay=config.weight_decay)] if embeddings else [])]
 
 
+def _averaged(model: nn.Module, decay: float, world: "World | None") -> nn.Module | None:
+    """The exponential moving average of ``model``'s weights (and buffers), kept by torch's
+    :class:`~torch.optim.swa_utils.AveragedModel`: after the ``n``-th step ``w̄ ← d·w̄ + (1 − d)·w`` with
+    ``d = min(decay, (1 + n) / (10 + n))`` — the warm-up of TensorFlow's ExponentialMovingAverage, so that
+    the first epochs' average is not mostly the initial weights. None when ``decay`` is 0. Not for a
+    sharded model: its tables live on several ranks and are updated inside the backward pass."""
+    if not decay:
+        return None
+    if world is not None:
+        raise ReckdError(f"ema: expected 0 (off) for a sharded model under torchrun, found {decay}; "
+                         f"the averaged copy of its tables is not supported")
+    from torch.optim.swa_utils import AveragedModel
+
+    @torch.no_grad()
+    def update(averaged: list[Tensor], current: list[Tensor], n: Tensor) -> None:
+        steps = float(n)  # AveragedModel reads its count on the host anyway (whether to copy)
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + steps) / (10 + steps)))
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+
+
 def clear_last(run_dir: Path, keep: str | None = None) -> None:
     """Remove a run's resumable training state (``last.pt``, and the ``last<epoch>/`` folders of
     ``torchrun``); with ``keep``, only the sharded folders other than that one."""
@@ -315,11 +348,12 @@ def _save_last(run_dir: Path, state: tuple, best: FitResult, world: "World | Non
     """The training state after ``epoch`` (see :func:`train`'s ``resumable``). Under ``world`` the sharded
     part goes first, into ``last<epoch>/``, and the older one is removed only once ``last.pt`` names the
     new one: a kill at any point leaves a ``last.pt`` and the weights it names."""
-    model, method, optimizers, plateau, generator = state
+    model, method, optimizers, plateau, generator, averaged = state
     last = {"epoch": epoch, "stopped": stopped, "seconds": seconds, "best_epoch": best.best_epoch,
             "best_val": best.best_val, "best_method": best.state.get("method"), "method": method.state_dict(),
             "optimizers": [o.state_dict() for o in optimizers],
-            "plateau": plateau.state_dict() if plateau is not None else None, "rng": _rng_state(world, generator)}
+            "plateau": plateau.state_dict() if plateau is not None else None, "rng": _rng_state(world, generator),
+            **({"averaged": averaged.state_dict()} if averaged is not None else {})}
     if world is None:
         write_torch(run_dir / "last.pt", {**last, "model": model.state_dict()})
         return
@@ -335,7 +369,7 @@ def _save_last(run_dir: Path, state: tuple, best: FitResult, world: "World | Non
 def _resume(run_dir: Path, state: tuple, best: FitResult, world: "World | None") -> dict | None:
     """Load ``run_dir``'s last training state into ``state`` and ``best`` and return it (None if there
     is none); the metrics of epochs after it are dropped."""
-    model, method, optimizers, plateau, generator = state
+    model, method, optimizers, plateau, generator, averaged = state
     if not (run_dir / "last.pt").is_file():
         return None
     last = torch.load(run_dir / "last.pt", weights_only=True, map_location="cpu")
@@ -357,6 +391,8 @@ def _resume(run_dir: Path, state: tuple, best: FitResult, world: "World | None")
         optimizer.load_state_dict(saved)
     if plateau is not None:
         plateau.load_state_dict(last["plateau"])
+    if averaged is not None:
+        averaged.load_state_dict(last["averaged"])
     rng = last["rng"][world.rank if world is not None else 0]
     generator.set_state(rng["shuffle"])
     torch.set_rng_state(rng["cpu"])
@@ -392,7 +428,8 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
     world.size`` rows of every step (the batch a multiple of the world size); the method's extras are
     replicated, their gradients averaged; validation is reduced over the ranks, rank 0 writes the
     metrics and the best epoch is a sharded checkpoint ``checkpoint/``. ``embedding_optimizer``: see
-    :func:`_optimizers`.
+    :func:`_optimizers`. With ``config.ema``, what is validated, kept and returned is the moving average
+    of the weights (:func:`_averaged`), not the last step's; the method's extras stay as trained.
 
     ``resumable`` (with ``run_dir``): every epoch also leaves the whole training state in ``last.pt`` —
     optimiser and scheduler states, every rank's shuffling generator and random state, the best epoch so
@@ -426,7 +463,9 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
     best = FitResult(0, math.inf if lower else -math.inf, 0, 0.0, {}, source.metric)
     started = time.perf_counter()
     aug_term = augmentation.start(model, method, source, generator) if augmentation is not None else None
-    state = (model, method, optimizers, plateau, generator)
+    averaged = _averaged(model, config.ema, world)
+    kept = averaged.module if averaged is not None else model  # what is validated and kept: the average, if any
+    state = (model, method, optimizers, plateau, generator, averaged)
     done = _resume(run_dir, state, best, world) if resumable and run_dir is not None else None
     first = 1
     if done is not None:
@@ -455,6 +494,8 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
                 world.average_gradients(extras)
             for optimizer in optimizers:
                 optimizer.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             history.append({k: v.detach() for k, v in terms.items()})
         per_step = {k: torch.stack([h[k] for h in history]) for k in history[0]}
         if world is not None:  # the ranks' mean loss per step: every rank sees (and stops on) the same
@@ -466,7 +507,7 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
                 f"epoch {epoch}, step {step + 1}: loss is {sum(v[step] for v in per_step.values()).item()} "
                 f"({', '.join(f'{k}={v[step].item():.4g}' for k, v in per_step.items())}); "
                 f"the best checkpoint so far (epoch {best.best_epoch}) is kept")
-        val = evaluate(model, method, source, val_rows, world)
+        val = evaluate(kept, method, source, val_rows, world)
         if not math.isfinite(val):
             raise NonFiniteLoss(f"epoch {epoch}: validation {source.metric} is {val}; the best checkpoint so far "
                                 f"(epoch {best.best_epoch}) is kept")
@@ -482,7 +523,7 @@ def train(model: nn.Module, method: Method, source: BatchSource, train_rows: Ten
         better = (val < best.best_val) if lower else (val > best.best_val)
         if better or (ties == "later" and val == best.best_val):
             best.best_epoch, best.best_val = epoch, val
-            best.state = {"model": copy.deepcopy(model.state_dict()), "method": copy.deepcopy(method.state_dict())}
+            best.state = {"model": copy.deepcopy(kept.state_dict()), "method": copy.deepcopy(method.state_dict())}
             if world is not None and run_dir is not None:
                 from reckd.train.distributed import save_sharded
 

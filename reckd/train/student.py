@@ -39,6 +39,7 @@ TUNABLE: dict[str, tuple[type, Callable[[float], bool], str]] = {
     "train.epochs": (int, lambda v: v >= 1, "at least 1 epoch"),
     "train.patience": (int, lambda v: v >= 1, "at least 1 epoch"),
     "train.lr_patience": (int, lambda v: v >= 0, "0 (never) or more epochs"),
+    "train.ema": (float, lambda v: 0 <= v < 1, "a decay in [0, 1) (0: off)"),
     "train.batch_size": (int, lambda v: v >= 1, "at least 1 rating"),
     "model.embedding_dim": (int, lambda v: v >= 1, "at least 1"),
     "model.dropout": (float, lambda v: 0 <= v < 1, "a probability in [0, 1)"),
@@ -172,7 +173,7 @@ class StudentRuns:
         config = {"genre": run.genre, "method": run.method, "seed": run.seed,
                   "method_config": dataclasses.asdict(method_config),
                   "model": dataclasses.asdict(dataclasses.replace(model, head=head)),
-                  "train": dataclasses.asdict(dataclasses.replace(train, seed=run.seed, batch_size=batch)),
+                  "train": dataclasses.replace(train, seed=run.seed, batch_size=batch).recorded(),
                   "augment": self.config.augment if aug else 0, "aug_weight": self.config.aug_weight if aug else 0.0,
                   "split_fingerprint": self.data.fingerprint, "teacher_sha256": self.ref.sha256,
                   "reckd_version": __version__}

@@ -127,7 +127,7 @@ def _recorded_config(data: SplitData, config: PretrainConfig, world: World | Non
     """What ``config.json`` records: the teacher's whole configuration and the split it learns. The
     embedding optimiser, world size and sharding are recorded only when not the defaults (adam, one
     process), so teachers made before those options stay reusable."""
-    return {"model": dataclasses.asdict(config.model), "train": dataclasses.asdict(config.train),
+    return {"model": dataclasses.asdict(config.model), "train": config.train.recorded(),
             "restarts": config.restarts, "combine": config.combine, "split": str(data.path),
             "split_fingerprint": data.fingerprint, "features": ranker_features(data), "levels": list(data.levels),
             "reckd_version": __version__,

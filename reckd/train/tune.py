@@ -116,7 +116,7 @@ def tune(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, g
                                for method, by_class in chosen_point.items()},
                     "split": str(Path(data.path).resolve()), "split_fingerprint": data.fingerprint,
                     "teacher": str(ref.path.resolve()), "teacher_sha256": ref.sha256,
-                    "config": dataclasses.asdict(base), "reckd_version": __version__}
+                    "config": base.recorded(), "reckd_version": __version__}
         write_json(out / "tuned.json", document)
     return document
 
@@ -170,7 +170,7 @@ def load_tuned(path: Path, data: SplitData, teacher_dir: Path,
         tuned_keys = {*document.get("grid", {}), "train.seed"}
         sections = ("model", "train", "augment", "aug_weight", "options", "min_steps", "min_batch")
         recorded = {k: document["config"].get(k) for k in sections}
-        requested = normal({k: dataclasses.asdict(config)[k] for k in sections})
+        requested = normal({k: config.recorded()[k] for k in sections})
         changed = [d for d in differences(recorded, requested)
                    if d.split(" ")[0].removeprefix("options.") not in tuned_keys]
         if changed:
