@@ -7,6 +7,7 @@ choice) and, where the untuned students' values are a grid point, the choice's v
     python benchmarks/tune.py                                    # writes runs/ml-100k/tune
     python benchmarks/ml100k.py --tuned runs/ml-100k/tune/tuned.json    # the tuned table (3 seeds)
     python benchmarks/tune.py --genres Action,Fantasy --epochs 2 --out /tmp/tune-smoke   # a smoke run
+    python benchmarks/tune.py --methods none --grid train.ema=0,0.99 --out runs/ml-100k/tune-v6   # one more key
 
 A missing split or teacher is made first, as benchmarks/ml100k.py does; finished runs are reused, so an
 interrupted benchmark resumes.
@@ -19,6 +20,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from reckd.cli.train import grid_flags
 from reckd.losses import make_config
 from reckd.train.device import resolve_device
 from reckd.train.distill import DistillConfig
@@ -58,6 +60,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the distill config's)")
     parser.add_argument("--workers", type=int, help="student processes (default: distill's for the device)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,…",
+                        help="a key added to (or replacing one of) the default grid, as `reckd tune --grid`")
     args = parser.parse_args()
     root = Path(args.root)
     out = Path(args.out) if args.out else root / "tune"
@@ -70,7 +74,7 @@ def main() -> None:
     config = DistillConfig(genres=args.genres, methods=methods, options=readme_student_options(methods))
     if args.epochs is not None:
         config.train = dataclasses.replace(config.train, epochs=args.epochs)
-    document = tune(data, teacher, out, config, DEFAULT_GRID, seed=args.seed,
+    document = tune(data, teacher, out, config, {**DEFAULT_GRID, **grid_flags(args.grid)}, seed=args.seed,
                     workers=args.workers)
     print(f"Validation RMSE (macro over each class's genres, seed {args.seed}) on {root / 'split'}; "
           f"{len(document['points'])} grid points, {config.train.epochs} epochs at most.\n")
