@@ -15,7 +15,12 @@ __all__ = ["append_jsonl", "read_array", "read_json", "write_array", "write_json
 
 
 def write_torch(path: Path, obj: Any) -> None:
-    write_with(Path(path), lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` through a file object: saved by path, torch names the zip's folder after the file —
+    here the random temp name — so equal states gave different bytes and checkpoint SHA-256s."""
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    write_with(Path(path), save)
 
 
 def write_array(path: Path, array) -> None:

@@ -347,3 +347,17 @@ def test_cli_names_a_bad_option(synth_split, synth_teacher, tmp_path):
                 "--methods", "kd", "--set", "kd.tau=-1")
     assert done.returncode == 1 and done.stderr.startswith("reckd: error: --set: method 'kd' option 'tau'")
     assert not (tmp_path / "s").exists()
+
+
+def test_the_same_training_writes_the_same_checkpoint_bytes(synth_data, synth_teacher, tmp_path, one_thread):
+    """A checkpoint's SHA-256 is what students record of their teacher: training the same run twice must
+    give the same bytes (not only the same weights), whatever temp file each write went through."""
+    import hashlib
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    for out in ("a", "b"):
+        distill(synth_data, synth_teacher[0], tmp_path / out, _config(methods=("kd",), seeds=(0,)), progress=False)
+    run = Path(SMALL) / "kd" / "seed0"
+    assert digest(tmp_path / "a" / run / "checkpoint.pt") == digest(tmp_path / "b" / run / "checkpoint.pt")
