@@ -170,7 +170,8 @@ def load_tuned(path: Path, data: SplitData, teacher_dir: Path,
         tuned_keys = {*document.get("grid", {}), "train.seed"}
         sections = ("model", "train", "augment", "aug_weight", "options", "min_steps", "min_batch")
         recorded = {k: document["config"].get(k) for k in sections}
-        requested = normal({k: config.recorded()[k] for k in sections})
+        as_recorded = config.recorded()
+        requested = normal({k: as_recorded[k] for k in sections})
         changed = [d for d in differences(recorded, requested)
                    if d.split(" ")[0].removeprefix("options.") not in tuned_keys]
         if changed:
