@@ -8,7 +8,7 @@ genre-only SVD (validation 0.9239 dense, 0.9652 sparse; README "Classical refere
     python benchmarks/scratch_probe.py '[{"weight_decay": 0.01, "arch": "deepfm"}]'
 
 A setting's keys: ``weight_decay``, ``lr``, ``batch`` (the largest batch), ``patience``, ``embedding_dim``,
-``dropout``, ``input_dropout``, ``arch``, ``embedding_optimizer`` (``adam`` or ``adagrad``) and
+``dropout``, ``input_dropout``, ``arch``, ``hidden`` (the MLP's widths), ``embedding_optimizer`` (``adam`` or ``adagrad``) and
 ``lookup_l2`` — Funk-SVD's per-rating regularisation, λ · mean over the batch of ‖e_u‖² + ‖e_i‖² + b_u² + b_i²
 (frequent users and items are regularised in proportion to their ratings, unlike weight decay, which
 shrinks every row at every step). reckd has no such option; this script adds it to probe it.
@@ -64,7 +64,7 @@ def probe(data, genre: str, setting: dict) -> tuple[float, float]:
     config = TrainConfig(epochs=60, batch_size=batch, lr=setting.get("lr", 3e-3), patience=setting.get("patience", 5),
                          weight_decay=setting.get("weight_decay", 0.0), seed=0)
     torch.manual_seed(0)
-    sizes = {k: setting[k] for k in ("embedding_dim", "dropout", "input_dropout", "arch") if k in setting}
+    sizes = {k: setting[k] for k in ("embedding_dim", "dropout", "input_dropout", "arch", "hidden") if k in setting}
     # the student of the README's probe table: embedding 8, MLP 32-16 + bias (RankerConfig.student() until 9043cc6)
     small = RankerConfig(embedding_dim=8, hidden=(32, 16), bias=True)
     model = LookupL2(dataclasses.replace(small, **sizes), ranker_features(data), data.levels)
