@@ -115,7 +115,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     config.check()  # before the split is loaded
     data = _load(args.split_dir, args.device)
     document = tune(data, Path(args.teacher), Path(args.out), config, grid, seed=args.seed, workers=args.workers,
-                    progress=not args.quiet, retrain_changed=args.retrain_changed)
+                    progress=not args.quiet, retrain_changed=args.retrain_changed, choose=args.choose)
     print(render_tuned(document))
     print(f"-> {Path(args.out) / 'tuned.json'} (use: reckd distill … --tuned {Path(args.out) / 'tuned.json'})",
           file=sys.stderr)
@@ -176,6 +176,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "e.g. --grid kd.w_task=0.1,0.3,0.9 (its runs only; repeatable; default "
                         "model.input_dropout=0,0.5 train.lr=3e-3 train.weight_decay=0,1e-3,1e-2,3e-2: 8 points)")
     p.add_argument("--seed", type=int, default=0, help="the seed of every grid run (default 0)")
+    p.add_argument("--choose", choices=("class", "genre"), default="class",
+                   help="choose per genre class on its macro validation RMSE (default), or per genre on its own")
     p.set_defaults(func=cmd_tune)
 
 

@@ -91,7 +91,8 @@ class DistillConfig:
             raise ReckdError(f"aug_weight: expected a finite weight ≥ 0, found {self.aug_weight}")
         for method, by_class in self.tuned.items():
             if not (isinstance(by_class, dict) and all(isinstance(v, dict) for v in by_class.values())):
-                raise ReckdError(f"--tuned: expected {{class: {{KEY: VALUE}}}} for method {method!r}, found {by_class!r}")
+                raise ReckdError(f"--tuned: expected {{class or genre: {{KEY: VALUE}}}} for method {method!r}, "
+                                 f"found {by_class!r}")
             for genre_class, values in by_class.items():
                 for key, value in values.items():
                     tuned_value(key, value, f"--tuned ({method}, {genre_class})")

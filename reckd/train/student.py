@@ -135,8 +135,9 @@ class StudentRuns:
         return self.train_rows[genre]
 
     def tuned(self, run: Run) -> dict[str, object]:
-        """The tuned values for the run's method spec and genre class (``{}`` when the request is untuned);
-        a method or class that the tuned file lacks is an error naming it."""
+        """The tuned values for the run's method spec and genre — chosen for the genre itself (``reckd tune
+        --choose genre``) or else for its class (``{}`` when the request is untuned); a method or class
+        that the tuned file lacks is an error naming it."""
         if not self.config.tuned:
             return {}
         genre_class = self.data.manifest["genres"][run.genre]["class"]
@@ -144,13 +145,14 @@ class StudentRuns:
         if by_class is None:
             raise ReckdError(f"--tuned: expected tuned values for method {run.method!r}, found only "
                              f"{', '.join(map(repr, self.config.tuned)) or 'none'}; run `reckd tune` with it in --methods")
-        if genre_class not in by_class:
+        scope = run.genre if run.genre in by_class else genre_class
+        if scope not in by_class:
             raise ReckdError(f"--tuned: expected tuned values for {run.method!r} on {genre_class} genres "
                              f"({run.genre} is {genre_class}), found only {', '.join(by_class) or 'none'}; run "
-                             f"`reckd tune` with a {genre_class} genre in --genres")
-        where = f"--tuned ({run.method}, {genre_class})"
+                             f"`reckd tune` with {run.genre!r} or another {genre_class} genre in --genres")
+        where = f"--tuned ({run.method}, {scope})"
         name = split_spec(run.method)[0]
-        values = {key: tuned_value(key, value, where) for key, value in by_class[genre_class].items()}
+        values = {key: tuned_value(key, value, where) for key, value in by_class[scope].items()}
         for other in method_keys(values).keys() - {name}:
             raise ReckdError(f"{where}: expected options of {name!r} only, found {other!r}'s")
         return values

@@ -1,13 +1,14 @@
 """Tune the students on validation only: every grid point is a ``reckd distill`` of the same genres and
 methods with one seed, and per method spec and genre class the point with the lowest macro-average
 validation RMSE (the mean over the class's genres of each run's best-epoch ``val_rmse``) is chosen,
-ties to the earlier point. Every method, ``none`` included, gets the same grid: the same budget.
+ties to the earlier point — or, with ``choose="genre"``, per method spec and genre, on that genre's own
+validation RMSE. Every method, ``none`` included, gets the same grid: the same budget.
 
     OUT/point<k>/    a distill folder per grid point (resumable, readable by ``reckd report``)
     OUT/tuned.json   the grid, its points, the validation table, the choice, split and teacher fingerprints
 
 ``reckd distill --tuned OUT/tuned.json`` (:func:`load_tuned` → ``DistillConfig.tuned``) trains each
-run with the values chosen for its method and genre class, recorded in its ``config.json``.
+run with the values chosen for its method and genre (or genre class), recorded in its ``config.json``.
 
 Example::
 
@@ -37,6 +38,7 @@ from reckd.train.student import apply_tuned, method_keys, tuned_value
 from reckd.train.teacher import teacher_ref
 
 COMMAND = "reckd tune"
+CHOICES = ("class", "genre")  # what one choice is made for: a genre class (its macro validation RMSE) or a genre
 # 8 points, the same for every method. It holds the untuned students' own values (point0: input dropout 0,
 # lr 3e-3, weight decay 0), so a choice is never worse on validation than the untuned student. Probes on the
 # README split with the 0.2 student (seed 0, 60 epochs, macro validation RMSE of `none`, input dropout 0.5,
@@ -69,11 +71,15 @@ def grid_points(grid: dict[str, tuple]) -> list[dict[str, object]]:
 
 
 def tune(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, grid: dict[str, object],
-         seed: int = 0, workers: int | None = None, progress: bool = True, retrain_changed: bool = False) -> dict:
+         seed: int = 0, workers: int | None = None, progress: bool = True, retrain_changed: bool = False,
+         choose: str = "class") -> dict:
     """Distil ``config``'s genres and methods once per point of ``grid`` (seed ``seed``) into
-    ``out/point<k>/``, choose per method spec and genre class on validation RMSE, write ``out/tuned.json``
-    and return it. Finished runs are kept, so an interrupted tune resumes. A point whose run stops on a
-    non-finite loss is reported and never chosen for that run's method and class."""
+    ``out/point<k>/``, choose per method spec and genre class (``choose="class"``) or genre (``"genre"``)
+    on validation RMSE, write ``out/tuned.json`` and return it. Finished runs are kept, so an interrupted
+    tune resumes, and the same grid chosen the other way re-trains nothing. A point whose run stops on a
+    non-finite loss is reported and never chosen for that run's method and class or genre."""
+    if choose not in CHOICES:
+        raise ReckdError(f"--choose: expected one of {', '.join(CHOICES)}, found {choose!r}")
     if config.tuned:
         raise ReckdError("--tuned: tune searches from the untuned students; pass a config without tuned values")
     grid = check_grid(grid)
@@ -96,6 +102,7 @@ def tune(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, g
     classes: dict[str, list[str]] = {}
     for genre in genres:
         classes.setdefault(data.manifest["genres"][genre]["class"], []).append(genre)
+    scopes = classes if choose == "class" else {genre: [genre] for genre in genres}
     ref = teacher_ref(teacher_dir, data)  # refused before the folder is made
     with claim(out, COMMAND) as out:
         for k, (values, point_config) in enumerate(zip(points, point_configs)):
@@ -106,11 +113,11 @@ def tune(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, g
             except NonFiniteLoss as error:
                 print(f"reckd tune: point{k} is not chosen where its runs stopped: {error}", file=sys.stderr)
         table = {method: {c: [_macro_val(out / f"point{k}", members, method, seed) for k in range(len(points))]
-                          for c, members in sorted(classes.items())} for method in config.methods}
+                          for c, members in sorted(scopes.items())} for method in config.methods}
         chosen_point = {method: {c: _argmin(row, method, c) for c, row in by_class.items()}
                         for method, by_class in table.items()}
         document = {"grid": {key: list(values) for key, values in grid.items()}, "points": points,
-                    "genres": dict(sorted(classes.items())), "seed": seed, "validation": table,
+                    "genres": dict(sorted(classes.items())), "seed": seed, "choose": choose, "validation": table,
                     "chosen_point": chosen_point,
                     "chosen": {method: {c: points[k] for c, k in by_class.items()}
                                for method, by_class in chosen_point.items()},
@@ -132,11 +139,11 @@ def _macro_val(point_dir: Path, genres: list[str], method: str, seed: int) -> fl
     return statistics.fmean(values)
 
 
-def _argmin(row: list[float | None], method: str, genre_class: str) -> int:
+def _argmin(row: list[float | None], method: str, scope: str) -> int:
     """The point with the lowest value, the earlier one on a tie."""
     finished = [k for k, value in enumerate(row) if value is not None]
     if not finished:
-        raise ReckdError(f"--grid: no grid point finished every {genre_class} run of {method!r} (each stopped on "
+        raise ReckdError(f"--grid: no grid point finished every {scope} run of {method!r} (each stopped on "
                          f"a non-finite loss); try smaller learning rates")
     return min(finished, key=lambda k: (row[k], k))
 
@@ -147,7 +154,8 @@ def _spell(values: dict[str, object]) -> str:
 
 def load_tuned(path: Path, data: SplitData, teacher_dir: Path,
                config: DistillConfig | None = None) -> dict[str, dict[str, dict[str, object]]]:
-    """The chosen values of a ``tuned.json`` (for ``DistillConfig.tuned``), refused unless it was tuned on
+    """The chosen values of a ``tuned.json`` (for ``DistillConfig.tuned``: ``{method: {class or genre:
+    values}}``), refused unless it was tuned on
     this very split and teacher: values chosen on another split's validation ratings may have seen this
     split's test ratings. With ``config`` (the distill request), options that differ from those the grid
     was run with (say ``--epochs``), other than the tuned keys and the seed, are named in a warning."""
@@ -165,7 +173,8 @@ def load_tuned(path: Path, data: SplitData, teacher_dir: Path,
                          f"has {ref.sha256}; run `reckd tune` with this teacher")
     chosen = document["chosen"]
     if not (isinstance(chosen, dict) and all(isinstance(v, dict) for v in chosen.values())):
-        raise ReckdError(f"--tuned {path}: expected chosen as {{method: {{class: {{KEY: VALUE}}}}}}, found {chosen!r}")
+        raise ReckdError(f"--tuned {path}: expected chosen as {{method: {{class or genre: {{KEY: VALUE}}}}}}, "
+                         f"found {chosen!r}")
     if config is not None and isinstance(document.get("config"), dict):
         tuned_keys = {*document.get("grid", {}), "train.seed"}
         sections = ("model", "train", "augment", "aug_weight", "options", "min_steps", "min_batch")
@@ -194,6 +203,7 @@ def render_tuned(document: dict, fmt: str = "table") -> str:
             mark = "*" if document["chosen_point"][m][c] == k else ""
             cells.append("stopped" if value is None else f"{value:.4f}{mark}")
         body.append(cells)
-    chosen = "\n".join(f"chosen for {m} on {c} genres: point{document['chosen_point'][m][c]} "
+    scope = "genres" if document.get("choose", "class") == "class" else ""
+    chosen = "\n".join(f"chosen for {m} on {c} {scope}".rstrip() + f": point{document['chosen_point'][m][c]} "
                        f"({_spell(document['chosen'][m][c])})" for m, c in columns)
     return f"{render_table(header, body, fmt, left=1)}\n\n{chosen}"

@@ -118,6 +118,40 @@ def test_distill_tuned_records_and_trains_with_the_chosen_values(tuned, synth_da
     assert not (tmp_path / "more").exists()
 
 
+def test_a_per_genre_choice_reuses_the_points_and_each_genre_trains_with_its_own(tuned, synth_data, synth_teacher,
+                                                                               tmp_path):
+    """``choose="genre"`` on the same grid trains nothing, picks each genre's own validation argmin, and a
+    distill with it records and trains with its genre's values (not its class's)."""
+    out, by_class = tuned
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("point*/*/*/seed0/result.json")}
+    document = tune(synth_data, synth_teacher[0], out, _config(), GRID, seed=0, workers=1, progress=False,
+                    choose="genre")
+    assert {p: p.stat().st_mtime_ns for p in out.glob("point*/*/*/seed0/result.json")} == stamps
+    assert document["choose"] == "genre" and by_class["choose"] == "class"
+    assert document["genres"] == by_class["genres"]
+    for method in ("none", "kd"):
+        assert sorted(document["chosen_point"][method]) == sorted(GENRES)
+        for genre in GENRES:
+            val = [read_json(out / f"point{k}" / slug(genre) / method / "seed0" / "result.json")["val_rmse"]
+                   for k in range(2)]
+            assert document["validation"][method][genre] == val
+            assert document["chosen_point"][method][genre] == min(range(2), key=lambda k: (val[k], k))
+    # the per-class choices differ from some genre's own (else this test shows nothing)
+    assert any(document["chosen_point"][m][g] != by_class["chosen_point"][m][_class_of(synth_data, g)]
+               for m in ("none", "kd") for g in GENRES)
+    chosen = load_tuned(out / "tuned.json", synth_data, synth_teacher[0])
+    students = tmp_path / "students"
+    for result in distill(synth_data, synth_teacher[0], students, _config(tuned=chosen), progress=False, workers=1):
+        genre, method = result["genre"], result["method"]
+        k = document["chosen_point"][method][genre]
+        assert read_json(students / slug(genre) / method / "seed0" / "config.json")["tuned"] == document["points"][k]
+        point = read_json(out / f"point{k}" / slug(genre) / method / "seed0" / "result.json")
+        assert result["val_rmse"] == point["val_rmse"]
+    with pytest.raises(ReckdError, match="--choose: expected one of class, genre, found 'user'"):
+        tune(synth_data, synth_teacher[0], out, _config(), GRID, choose="user")
+    tune(synth_data, synth_teacher[0], out, _config(), GRID, seed=0, workers=1, progress=False)  # the file as it was
+
+
 def test_tuned_file_from_another_split_or_teacher_is_refused(tuned, synth_split, synth_data, synth_teacher,
                                                               tmp_path, capsys):
     out, document = tuned
