@@ -14,6 +14,8 @@ import argparse
 import statistics
 from pathlib import Path
 
+import numpy as np
+
 from reckd.baselines import DEFAULT_GRID, _fit_predict, _rmse, _Split
 from reckd.train.io import read_json
 from reckd.train.plan import Run
@@ -57,13 +59,14 @@ def main() -> None:
             print(f"| `{method}` (`{args.tune_dir}`) | {row} |", flush=True)
     split = _Split(readme_split(Path(args.root)))
     points = grid_points({name: DEFAULT_GRID[name] for name in sorted(DEFAULT_GRID)})
-    val, test = {}, {}
-    for genre in classes:
+    val, test = {g: [] for g in classes}, {g: [] for g in classes}
+    for genre in classes:  # one fit per point predicts the validation and the test rows
         train = split.triples(split.train(genre))
-        for part, table in (("val", val), ("test", test)):
-            rows = split.scored(part, genre)
-            table[genre] = [_rmse(_fit_predict("svd", p, 0, train, split.pairs(rows), split.scale)[0],
-                                  split.rating[rows]) for p in points]
+        v, t = split.scored("val", genre), split.scored("test", genre)
+        for p in points:
+            estimates = _fit_predict("svd", p, 0, train, split.pairs(np.concatenate([v, t])), split.scale)[0]
+            val[genre].append(_rmse(estimates[:v.size], split.rating[v]))
+            test[genre].append(_rmse(estimates[v.size:], split.rating[t]))
     for row in choices(val, test, classes):
         print(f"| genre-only SVD (seed 0) | {row} |")
 
