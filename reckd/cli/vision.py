@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
     p.add_argument("--epochs", type=int, default=fit.epochs, help="maximum student epochs")
     p.add_argument("--patience", type=int, default=fit.patience, help="early-stopping patience (epochs)")
+    p.add_argument("--ema", type=float, default=fit.ema, metavar="DECAY",
+                   help="validate and keep an exponential moving average of the students' weights, DECAY per step "
+                        "(default 0: off)")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.OPTION=VALUE",
                    help="a method option, e.g. --set kd.tau=2; repeatable")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the models are tiny)")
@@ -47,7 +50,8 @@ def cmd_vision(args: argparse.Namespace) -> None:
     config = VisionConfig(
         tasks=tuple(args.tasks) if args.tasks else VisionConfig().tasks,
         test_fraction=args.test_fraction, val_fraction=args.val_fraction,
-        student_fit=dataclasses.replace(VisionConfig().student_fit, epochs=args.epochs, patience=args.patience))
+        student_fit=dataclasses.replace(VisionConfig().student_fit, epochs=args.epochs, patience=args.patience,
+                                        ema=args.ema))
     report = run(config, args.methods, args.seeds, args.device, method_options(args.set),
                  progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_report(report, args.format))

@@ -191,6 +191,26 @@ def test_cli_is_a_thin_layer(capsys):
     assert "reckd: error: unknown method 'nonsense'" in capsys.readouterr().err
 
 
+def test_cli_ema_averages_the_students_weights(tmp_path, capsys):
+    """``--ema`` reaches the students' training (recorded in the report, and it changes what is kept), not
+    the teacher's; a decay outside [0, 1) is refused naming it."""
+    from reckd.cli.main import main
+
+    common = ["vision", "--methods", "none", "--seeds", "0", "--task", "0-9:5", "--epochs", "5", "--device", "cpu"]
+    reports = {}
+    for ema in ("0", "0.9"):
+        assert main([*common, "--ema", ema, "--out", str(tmp_path / f"ema{ema}.json")]) == 0
+        reports[ema] = json.loads((tmp_path / f"ema{ema}.json").read_text())
+    assert [r["setup"]["vision"]["student_fit"]["ema"] for r in reports.values()] == [0.0, 0.9]
+    assert all(r["setup"]["vision"]["teacher_fit"]["ema"] == 0.0 for r in reports.values())
+    runs = {ema: {r["method"]: r for r in report["runs"]} for ema, report in reports.items()}
+    assert runs["0"]["teacher"] == runs["0.9"]["teacher"]  # the same teacher
+    assert runs["0"]["none"]["accuracy"] != runs["0.9"]["none"]["accuracy"]
+    capsys.readouterr()
+    assert main([*common, "--ema", "1"]) == 1
+    assert "reckd: error: ema: expected a decay in [0, 1) (0: off), found 1.0" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_runs_on_cuda():
     report = run(QUICK, ["none", "moe", "talking"], [0], device="cuda")
