@@ -19,7 +19,7 @@ import numpy as np
 from reckd.baselines import DEFAULT_GRID, _fit_predict, _rmse, _Split
 from reckd.train.io import read_json
 from reckd.train.plan import Run
-from reckd.train.tune import grid_points
+from reckd.train.tune import argmin, grid_points
 
 from readme_split import readme_split
 
@@ -33,9 +33,9 @@ def choices(val: dict[str, list[float]], test: dict[str, list[float]], classes: 
             continue
         macro = lambda table, at: statistics.fmean(table[g][at[g]] for g in genres)  # noqa: E731
         points = range(len(val[genres[0]]))
-        best = min(points, key=lambda k: statistics.fmean(val[g][k] for g in genres))
+        best = argmin([statistics.fmean(val[g][k] for g in genres) for k in points], "this model", klass)
         by_class = {g: best for g in genres}
-        by_genre = {g: min(points, key=lambda k: val[g][k]) for g in genres}
+        by_genre = {g: argmin(val[g], "this model", g) for g in genres}
         rows.append(f"{klass} | {macro(val, by_class):.4f} / {macro(test, by_class):.4f} | "
                     f"{macro(val, by_genre):.4f} / {macro(test, by_genre):.4f}")
     return rows

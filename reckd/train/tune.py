@@ -114,7 +114,7 @@ def tune(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, g
                 print(f"reckd tune: point{k} is not chosen where its runs stopped: {error}", file=sys.stderr)
         table = {method: {c: [_macro_val(out / f"point{k}", members, method, seed) for k in range(len(points))]
                           for c, members in sorted(scopes.items())} for method in config.methods}
-        chosen_point = {method: {c: _argmin(row, method, c) for c, row in by_class.items()}
+        chosen_point = {method: {c: argmin(row, method, c) for c, row in by_class.items()}
                         for method, by_class in table.items()}
         document = {"grid": {key: list(values) for key, values in grid.items()}, "points": points,
                     "genres": dict(sorted(classes.items())), "seed": seed, "choose": choose, "validation": table,
@@ -139,8 +139,9 @@ def _macro_val(point_dir: Path, genres: list[str], method: str, seed: int) -> fl
     return statistics.fmean(values)
 
 
-def _argmin(row: list[float | None], method: str, scope: str) -> int:
-    """The point with the lowest value, the earlier one on a tie."""
+def argmin(row: list[float | None], method: str, scope: str) -> int:
+    """The point with the lowest value, the earlier one on a tie (points that did not finish, None, are
+    never chosen); an error names ``method`` and ``scope`` when none finished."""
     finished = [k for k, value in enumerate(row) if value is not None]
     if not finished:
         raise ReckdError(f"--grid: no grid point finished every {scope} run of {method!r} (each stopped on "
@@ -155,10 +156,10 @@ def _spell(values: dict[str, object]) -> str:
 def load_tuned(path: Path, data: SplitData, teacher_dir: Path,
                config: DistillConfig | None = None) -> dict[str, dict[str, dict[str, object]]]:
     """The chosen values of a ``tuned.json`` (for ``DistillConfig.tuned``: ``{method: {class or genre:
-    values}}``), refused unless it was tuned on
-    this very split and teacher: values chosen on another split's validation ratings may have seen this
-    split's test ratings. With ``config`` (the distill request), options that differ from those the grid
-    was run with (say ``--epochs``), other than the tuned keys and the seed, are named in a warning."""
+    values}}``), refused unless it was tuned on this very split and teacher: values chosen on another
+    split's validation ratings may have seen this split's test ratings. With ``config`` (the distill
+    request), options that differ from those the grid was run with (say ``--epochs``), other than the
+    tuned keys and the seed, are named in a warning."""
     path = Path(path)
     document = read_json(path, "a `reckd tune` result (tuned.json)", keys=("chosen", "split_fingerprint",
                                                                              "teacher_sha256"))
