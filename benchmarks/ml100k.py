@@ -30,7 +30,8 @@ from readme_split import README_STUDENT_SET, readme_split, readme_student_option
 
 def cost_table(out: Path, methods: list[str]) -> str:
     """Mean seconds per epoch of each method over all its runs, relative to ``none`` run-by-run
-    (same genre and seed), and mean epochs to the best validation epoch."""
+    (same genre and seed; — where the folder holds no ``none`` runs), and mean epochs to the best
+    validation epoch."""
     results = [read_json(p) for p in out.glob("*/*/seed*/result.json")]
     base = {(r["genre"], r["seed"]): r["seconds_per_epoch"] for r in results if r["method"] == "none"}
     lines = ["| method | s / epoch (mean over runs) | relative to none | best epoch (mean) | extra parameters |",
@@ -39,7 +40,8 @@ def cost_table(out: Path, methods: list[str]) -> str:
         rs = [r for r in results if r["method"] == m]
         ratios = [r["seconds_per_epoch"] / base[r["genre"], r["seed"]] for r in rs if (r["genre"], r["seed"]) in base]
         lines.append(f"| {m} | {statistics.fmean(r['seconds_per_epoch'] for r in rs):.3f} | "
-                     f"{statistics.fmean(ratios):.2f}× | {statistics.fmean(r['best_epoch'] for r in rs):.1f} | "
+                     f"{f'{statistics.fmean(ratios):.2f}×' if ratios else '—'} | "
+                     f"{statistics.fmean(r['best_epoch'] for r in rs):.1f} | "
                      f"{max(r['extra_parameters'] for r in rs):,} |")
     return "\n".join(lines)
 
