@@ -204,7 +204,8 @@ def render_tuned(document: dict, fmt: str = "table") -> str:
             mark = "*" if document["chosen_point"][m][c] == k else ""
             cells.append("stopped" if value is None else f"{value:.4f}{mark}")
         body.append(cells)
-    scope = "genres" if document.get("choose", "class") == "class" else ""
-    chosen = "\n".join(f"chosen for {m} on {c} {scope}".rstrip() + f": point{document['chosen_point'][m][c]} "
-                       f"({_spell(document['chosen'][m][c])})" for m, c in columns)
+    per_class = document.get("choose", "class") == "class"  # a scope is a class ("dense genres") or a genre
+    chosen = "\n".join(f"chosen for {m} on {f'{c} genres' if per_class else c}: "
+                       f"point{document['chosen_point'][m][c]} ({_spell(document['chosen'][m][c])})"
+                       for m, c in columns)
     return f"{render_table(header, body, fmt, left=1)}\n\n{chosen}"
