@@ -18,9 +18,10 @@ from reckd.errors import ReckdError
 from reckd.train.io import read_array, read_json, write_with
 from reckd.train.plan import slug
 from reckd.train.ranking import check_metric
-from reckd.train.teacher import teacher_ref
+from reckd.train.teacher import load_teacher, teacher_ref
 
 CLASSES = ("dense", "sparse")
+TEACHER = "teacher"  # the teacher's own test predictions, as a side of a paired test
 FORMATS = ("table", "csv", "json", "markdown")
 
 
@@ -37,6 +38,8 @@ class Cell:
     p_classical: float | None = None  # the same vs the best classical reference (chosen on validation)
     classical: str | None = None  # which reference that was
     beats_classical: bool = False  # lower mean squared error than that reference
+    p_teacher: float | None = None  # the same vs the teacher's own predictions
+    beats_teacher: bool = False  # lower mean squared error than the teacher
 
 
 @dataclass
@@ -192,10 +195,12 @@ def _baselines(folder: Path, fingerprint: str, metric: str) -> tuple[dict, dict[
 
 def _significance(report: Report, run_dir: Path, baselines: Path | None, results: dict) -> None:
     """Paired two-sided Wilcoxon signed-rank tests over a genre's test ratings: each rating's squared
-    error, averaged over the seeds both sides have, for every method against ``none`` and against the
-    classical reference with the best validation RMSE on that genre. A macro row pools its genres' ratings.
-    Runs without saved test predictions get no test (``None``)."""
+    error, averaged over the seeds both sides have, for every method against ``none``, against the
+    classical reference with the best validation RMSE on that genre, and against the teacher (its own
+    predictions, recomputed from its checkpoint). A macro row pools its genres' ratings. Runs without
+    saved test predictions get no test (``None``)."""
     from reckd.data.split import load_split
+    from reckd.train.loop import predict_rows
 
     data = load_split(report.made_with["split"])
     seeds: dict[tuple[str, str], set[int]] = {}
@@ -204,13 +209,20 @@ def _significance(report: Report, run_dir: Path, baselines: Path | None, results
     ratings = {r.genre: data.rating[data.rows("test", r.genre)].cpu().numpy() for r in report.rows
                if not r.genre.endswith("macro-avg")}
     cache: dict[tuple, np.ndarray | None] = {}
+    teacher: list = []  # loaded on first use
 
     def squared_error(genre: str, method: str, chosen: frozenset[int]) -> np.ndarray | None:
         if (genre, method, chosen) not in cache:
-            folder = (baselines if method in report.references else run_dir) / slug(genre) / slug(method)
-            files = [folder / f"seed{s}" / "test_predictions.npy" for s in sorted(chosen)]
-            runs = [read_array(f) for f in files if f.is_file()]
-            ok = runs and len(runs) == len(files) and all(r.shape == ratings[genre].shape for r in runs)
+            if method == TEACHER:
+                teacher[:] = teacher or [load_teacher(Path(report.made_with["teacher"]))]
+                rows = data.rows("test", genre)
+                runs = [predict_rows(teacher[0], None, data, rows).cpu().numpy()]
+            else:
+                folder = (baselines if method in report.references else run_dir) / slug(genre) / slug(method)
+                files = [folder / f"seed{s}" / "test_predictions.npy" for s in sorted(chosen)]
+                runs = [read_array(f) for f in files if f.is_file()]
+                runs = runs if len(runs) == len(files) else []
+            ok = runs and all(r.shape == ratings[genre].shape for r in runs)
             cache[genre, method, chosen] = np.mean([(r - ratings[genre]) ** 2 for r in runs], axis=0) if ok else None
         return cache[genre, method, chosen]
 
@@ -218,8 +230,8 @@ def _significance(report: Report, run_dir: Path, baselines: Path | None, results
         """(p-value, mean difference of squared errors method − other) over the genres' test ratings."""
         diffs = []
         for genre in genres:
-            mine, theirs = seeds.get((genre, method), set()), seeds.get((genre, other), set())
-            if other not in report.references:  # students: the seeds both have
+            mine, theirs = seeds.get((genre, method), set()), seeds.get((genre, other), {0} if other == TEACHER else set())
+            if other not in report.references and other != TEACHER:  # students: the seeds both have
                 mine = theirs = mine & theirs
             a = squared_error(genre, method, frozenset(mine)) if mine else None
             b = squared_error(genre, other, frozenset(theirs)) if theirs else None
@@ -249,6 +261,25 @@ def _significance(report: Report, run_dir: Path, baselines: Path | None, results
                 if outcome is not None:
                     cell.classical, cell.p_classical = best[row.genre], outcome[0]
                     cell.beats_classical = outcome[1] < 0
+            outcome = test(genres, m, TEACHER)
+            if outcome is not None:
+                cell.p_teacher, cell.beats_teacher = outcome[0], outcome[1] < 0
+
+
+def against_teacher(report: Report) -> dict[str, dict[str, int]]:
+    """Per method, over the genre rows (not the macro-averages): how many genres there are, on how many
+    its mean over seeds is at or below the teacher's metric (at or above for a ranking metric), and on
+    how many the paired test (:func:`_significance`) finds it better or worse than the teacher at p < 0.05."""
+    genres = [r for r in report.rows if not r.genre.endswith("macro-avg") and r.teacher is not None]
+    sign = 1.0 if report.metric == "rmse" else -1.0
+    out = {}
+    for m in report.methods:
+        cells = [(r, r.methods[m]) for r in genres if m in r.methods]
+        tested = [c for _, c in cells if c.p_teacher is not None and c.p_teacher < 0.05]
+        out[m] = {"genres": len(cells), "at_least_as_good": sum(sign * (c.mean - r.teacher) <= 0 for r, c in cells),
+                  "better_p05": sum(c.beats_teacher for c in tested),
+                  "worse_p05": sum(not c.beats_teacher for c in tested)}
+    return out
 
 
 def records(report: Report) -> list[dict]:
@@ -266,6 +297,7 @@ def records(report: Report) -> list[dict]:
                 rec[f"{m}_improvement_pct"] = c.improvement if c else None
                 rec[f"{m}_p_vs_none"] = c.p_none if c else None
                 rec[f"{m}_p_vs_classical"] = c.p_classical if c else None
+                rec[f"{m}_p_vs_teacher"] = c.p_teacher if c else None
         out.append(rec)
     return out
 
@@ -282,23 +314,28 @@ def document(report: Report) -> dict:
             "baselines": None if report.baselines is None else {
                 k: report.baselines.get(k) for k in ("split", "models", "seeds", "chosen", "overall")},
             "partial": bool(report.missing), "missing_runs": [list(k) for k in report.missing],
+            "against_teacher": against_teacher(report),
             "rows": records(report)}
 
 
 def _marks(cell: Cell) -> str:
     """``*``/``**``: differs from ``none`` at p < 0.05 / 0.01; ``†``: better than the best classical row
-    (chosen per genre on validation RMSE) at p < 0.05."""
+    (chosen per genre on validation RMSE) at p < 0.05; ``▲``/``▼``: better / worse than the teacher at p < 0.05."""
     mark = ""
     if cell.p_none is not None and cell.p_none < 0.05:
         mark += "**" if cell.p_none < 0.01 else "*"
     if cell.p_classical is not None and cell.p_classical < 0.05 and cell.beats_classical:
         mark += "†"
+    if cell.p_teacher is not None and cell.p_teacher < 0.05:
+        mark += "▲" if cell.beats_teacher else "▼"
     return mark
 
 
 def render(report: Report, fmt: str = "table") -> str:
     """``table`` (aligned text), ``markdown``, ``csv`` or ``json``. A cell with fewer finished seeds than
-    requested is marked ``n=k/K``; significance marks as in :func:`_marks`."""
+    requested is marked ``n=k/K``; significance marks as in :func:`_marks`. ``table`` and ``markdown`` end
+    with a line per method counting the genres where it is at least as good as the teacher
+    (:func:`against_teacher`)."""
     if fmt not in FORMATS:
         raise ReckdError(f"--format: expected {', '.join(FORMATS)}, found {fmt!r}")
     if fmt == "json":
@@ -325,7 +362,12 @@ def render(report: Report, fmt: str = "table") -> str:
         if fmt == "markdown":
             line = [x.replace("macro-avg", "**macro-avg**") for x in line]
         body.append(line)
-    return render_table(header, body, fmt)
+    better = "at or below" if report.metric == "rmse" else "at or above"
+    counts = [f"{m}: {better} the teacher on {n['at_least_as_good']} of {n['genres']} genres"
+              + (f" (paired test, p < 0.05: better on {n['better_p05']}, worse on {n['worse_p05']})"
+                 if report.metric == "rmse" else "")
+              for m, n in against_teacher(report).items() if n["genres"]]
+    return render_table(header, body, fmt) + "\n" + "".join(f"\n{line}" for line in counts)
 
 
 def plot(report: Report, path: Path) -> None:

@@ -29,9 +29,9 @@ def cmd_report(args: argparse.Namespace) -> None:
         teacher = report.teacher
         print(f"\n{report.metric} on each genre's test ratings, mean ± std over seeds "
               f"{','.join(map(str, report.seeds))}; each run reports the epoch with the best validation RMSE; "
-              f"(%) = improvement over none; * / ** differs from none at p < 0.05 / 0.01 and † beats the best "
-              f"classical row (chosen per genre on validation) at p < 0.05 (paired Wilcoxon over the test "
-              f"ratings). Teacher: {teacher['parameters']:,} parameters, overall test RMSE "
+              f"(%) = improvement over none; * / ** differs from none at p < 0.05 / 0.01, † beats the best "
+              f"classical row (chosen per genre on validation) and ▲ / ▼ is better / worse than the teacher at "
+              f"p < 0.05 (paired Wilcoxon over the test ratings). Teacher: {teacher['parameters']:,} parameters, overall test RMSE "
               f"{teacher['test_rmse']:.4f}.")
     if args.plot:
         plot(report, Path(args.plot))
