@@ -128,52 +128,77 @@ def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig
     rank, into the shared ``out``), and every rank returns all results. With ``config.shard_students``,
     every run is trained by all ranks together instead, one after another, its student sharded
     (:meth:`StudentRuns.train`)."""
-    config.check()
-    if config.shard_students and world is None:
+    (results, failed), = distill_each(data, teacher_dir, [(out, config)], progress, workers, retrain_changed, world)
+    if failed:
+        raise NonFiniteLoss(f"{len(failed)} run(s) stopped on a non-finite loss:\n" + "\n".join(failed))
+    return results
+
+
+def distill_each(data: SplitData, teacher_dir: Path, requests: list[tuple[Path, DistillConfig]],
+                 progress: bool = True, workers: int | None = None, retrain_changed: bool = False,
+                 world: World | None = None) -> list[tuple[list[dict], list[str]]]:
+    """:func:`distill` of several requests — (folder, options) pairs of the same split and teacher, such
+    as ``reckd tune``'s grid points — at once: one pool of workers trains the pending runs of all of them,
+    the largest genres first, so that no core waits for one request's last run while another's are
+    pending, and the teacher, its cache and the augmentation pairs are made once per process. Returns,
+    per request, its results and the messages of its runs that stopped on a non-finite loss (printed
+    on stderr too); the caller decides whether that is an error."""
+    for _, config in requests:
+        config.check()
+    sharded = {config.shard_students for _, config in requests}
+    if True in sharded and world is None:
         raise ReckdError("--shard-students: expected a launch by torchrun with at least 2 processes (the "
                          "students are sharded over its ranks), found a single process")
-    together = world is not None and config.shard_students
+    if len(sharded) > 1:
+        raise ReckdError("--shard-students: expected it for every request of one launch or for none, found both")
+    together = world is not None and sharded == {True}
     device = data.rating.device
     workers = default_workers(device) if workers is None else workers
     if workers < 1:
         raise ReckdError(f"--workers: expected at least 1, found {workers}")
-    genres = select_genres(data, config.genres)
     ref = teacher_ref(teacher_dir, data)
     if world is not None:
         world.agree("the split's fingerprint", data.fingerprint)
         world.agree("the teacher's checkpoint (SHA-256)", ref.sha256)
-    students = StudentRuns(data, ref, config, world if together else None)
-    runs = [Run(g, m, s) for g in genres for m in config.methods for s in config.seeds]
-    requested = {run: students.config_of(run) for run in runs}  # a run without tuned values stops here
+    first = StudentRuns(data, ref, requests[0][1], world if together else None)
+    students = [first] + [first.sharing(config) for _, config in requests[1:]]
+    runs = [[Run(g, m, s) for g in select_genres(data, config.genres) for m in config.methods for s in config.seeds]
+            for _, config in requests]
+    # a run without tuned values stops here
+    requested = [{run: each.config_of(run) for run in mine} for each, mine in zip(students, runs)]
 
-    def planned(out: Path) -> Plan:
-        header = _header(out, data, ref, config, runs)
-        plan = make_plan(out, runs, requested.__getitem__, students.rows, retrain_changed)
+    def planned(k: int, out: Path) -> Plan:
+        header = _header(out, data, ref, requests[k][1], runs[k])
+        plan = make_plan(out, runs[k], requested[k].__getitem__, first.rows, retrain_changed)
         write_json(out / "distill.json", header)
         return plan
 
     with contextlib.ExitStack() as stack:
         if world is None:
-            out = stack.enter_context(claim(out, "reckd distill"))
-            plan = planned(out)
-            mine = plan.pending
-        else:  # rank 0 holds the folder, plans and builds the cache; its errors stop every rank
-            out = world.from_main(lambda: stack.enter_context(claim(out, "reckd distill")))
-            plan = world.from_main(lambda: planned(out))
-            if world.main and plan.pending:
-                students.cache
+            outs = [stack.enter_context(claim(out, "reckd distill")) for out, _ in requests]
+            plans = [planned(k, out) for k, out in enumerate(outs)]
+        else:  # rank 0 holds the folders, plans and builds the cache; its errors stop every rank
+            outs = world.from_main(lambda: [stack.enter_context(claim(out, "reckd distill")) for out, _ in requests])
+            plans = world.from_main(lambda: [planned(k, out) for k, out in enumerate(outs)])
+        # the largest genres first, over all requests (each plan's pending runs are in that order already)
+        pending = sorted(((k, run) for k, plan in enumerate(plans) for run in plan.pending),
+                         key=lambda task: -first.rows(task[1].genre))
+        if world is not None:
+            if world.main and pending:
+                first.cache
             world.barrier()
-            mine = plan.pending if together else plan.pending[world.rank::world.size]
+        mine = pending if world is None or together else pending[world.rank::world.size]
         main = world is None or world.main
-        bar = tqdm(total=len(runs), initial=len(plan.finished), desc="distill", unit="run",
-                   disable=not (progress and main), file=sys.stderr)
+        bar = tqdm(total=sum(map(len, runs)), initial=sum(len(plan.finished) for plan in plans), desc="distill",
+                   unit="run", disable=not (progress and main), file=sys.stderr)
         if workers > 1 and len(mine) > 1 and not together:
             threads = max(1, torch.get_num_threads() // workers)
-            students.cache  # built once here, before the workers read it
-            recipe = functools.partial(_worker, str(data.path), str(device), ref, config, threads, out)
+            first.cache  # built once here, before the workers read it
+            recipe = functools.partial(_worker, str(data.path), str(device), ref, [c for _, c in requests], threads,
+                                       outs)
             outcomes = run_in_workers(recipe, mine, min(workers, len(mine)))
         else:
-            outcomes = (students(run, out) for run in mine)
+            outcomes = ((k, students[k](run, outs[k])) for k, run in mine)
         done = []
         for outcome in outcomes:
             done.append(outcome)
@@ -181,17 +206,17 @@ def distill(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig
         bar.close()
         if world is not None and not together:  # every rank's outcomes, on every rank
             done = [outcome for outcomes in world.all_objects(done) for outcome in outcomes]
-    failed = [o for o in done if isinstance(o, str)]
-    for message in failed:
-        print(f"reckd distill: run {message}", file=sys.stderr)
-    if failed:
-        raise NonFiniteLoss(f"{len(failed)} run(s) stopped on a non-finite loss:\n" + "\n".join(failed))
-    return list(plan.finished.values()) + [o for o in done if isinstance(o, dict)]
+    for _, outcome in done:
+        if isinstance(outcome, str):
+            print(f"reckd distill: run {outcome}", file=sys.stderr)
+    return [(list(plan.finished.values()) + [o for j, o in done if j == k and isinstance(o, dict)],
+             [o for j, o in done if j == k and isinstance(o, str)]) for k, plan in enumerate(plans)]
 
 
-def _worker(split_dir: str, device: str, ref, config: DistillConfig, threads: int, out: Path):
-    students = student_runs(split_dir, device, ref, config, threads)
-    return lambda run: students(run, out)
+def _worker(split_dir: str, device: str, ref, configs: list[DistillConfig], threads: int, outs: list[Path]):
+    first = student_runs(split_dir, device, ref, configs[0], threads)
+    students = [first] + [first.sharing(config) for config in configs[1:]]
+    return lambda task: (task[0], students[task[0]](task[1], outs[task[0]]))
 
 
 def _header(out: Path, data: SplitData, ref, config: DistillConfig, runs: list[Run]) -> dict:

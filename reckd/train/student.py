@@ -125,14 +125,22 @@ class StudentRuns:
         self.data, self.ref, self.config, self.world = data, teacher, config, world
         self.method_configs = {name: make_config(name, config.options.get(name, {}))
                                for name, _ in map(split_spec, config.methods)}
-        self.train_rows = {}
-        self._teacher = self._cache = None
-        self._augmentation: dict[str, Augmentation] = {}
+        self._made: dict[tuple, object] = {}  # what only the split and teacher decide, made on first use
+
+    def sharing(self, config) -> StudentRuns:
+        """The runs of another request (``reckd tune``'s next grid point) of the same split and teacher,
+        sharing what this one has made: the teacher, its output cache, the augmentation pairs."""
+        other = StudentRuns(self.data, self.ref, config, self.world)
+        other._made = self._made
+        return other
+
+    def _once(self, key: tuple, make: Callable[[], object]):
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
 
     def rows(self, genre: str) -> int:
-        if genre not in self.train_rows:
-            self.train_rows[genre] = int(self.data.rows("train", genre).numel())
-        return self.train_rows[genre]
+        return self._once(("rows", genre), lambda: int(self.data.rows("train", genre).numel()))
 
     def tuned(self, run: Run) -> dict[str, object]:
         """The tuned values for the run's method spec and genre — chosen for the genre itself (``reckd tune
@@ -189,27 +197,26 @@ class StudentRuns:
 
     @property
     def teacher(self) -> Ranker:
-        if self._teacher is None:
-            self._teacher = load_teacher(self.ref.path, self.data.rating.device)
-        return self._teacher
+        return self._once(("teacher",), lambda: load_teacher(self.ref.path, self.data.rating.device))
 
     @property
     def cache(self):
-        if self._cache is None:
-            states = any(get(name).reads_teacher_states for name in self.method_configs)
-            self._cache = cached_teacher_outputs(self.teacher, self.data, self.ref, states=states)
-        return self._cache
+        states = any(get(name).reads_teacher_states for name in self.method_configs)
+        return self._once(("cache", states),
+                          lambda: cached_teacher_outputs(self.teacher, self.data, self.ref, states=states))
 
     def augmentation(self, genre: str) -> Augmentation:
-        if genre not in self._augmentation:
-            asked = self.config.augment * self.rows(genre)
-            users, items = sample_unrated(self.data, genre, asked, seed=self.data.genre_index(genre))
-            if users.numel() < asked and (self.world is None or self.world.main):  # said once
-                print(f"reckd distill: {genre}: {users.numel()} unrated pairs exist, fewer than the "
-                      f"{asked} that --augment {self.config.augment} asks for; using all of them", file=sys.stderr)
-            rating = teacher_outputs(self.teacher, self.data, users, items, upper=False).prediction
-            self._augmentation[genre] = Augmentation(users, items, rating, self.config.augment, self.config.aug_weight)
-        return self._augmentation[genre]
+        augment, weight = self.config.augment, self.config.aug_weight
+        return self._once(("augmentation", genre, augment, weight), lambda: self._augment(genre, augment, weight))
+
+    def _augment(self, genre: str, augment: int, weight: float) -> Augmentation:
+        asked = augment * self.rows(genre)
+        users, items = sample_unrated(self.data, genre, asked, seed=self.data.genre_index(genre))
+        if users.numel() < asked and (self.world is None or self.world.main):  # said once
+            print(f"reckd distill: {genre}: {users.numel()} unrated pairs exist, fewer than the "
+                  f"{asked} that --augment {augment} asks for; using all of them", file=sys.stderr)
+        rating = teacher_outputs(self.teacher, self.data, users, items, upper=False).prediction
+        return Augmentation(users, items, rating, augment, weight)
 
     def __call__(self, run: Run, out: Path) -> dict | str:
         """The run's result, or the message of a non-finite loss (the run is then left unfinished)."""

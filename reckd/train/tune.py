@@ -4,7 +4,8 @@ validation RMSE (the mean over the class's genres of each run's best-epoch ``val
 ties to the earlier point — or, with ``choose="genre"``, per method spec and genre, on that genre's own
 validation RMSE. Every method, ``none`` included, gets the same grid: the same budget.
 
-    OUT/point<k>/    a distill folder per grid point (resumable, readable by ``reckd report``)
+    OUT/point<k>/    a distill folder per grid point (resumable, readable by ``reckd report``); the runs of
+                     all points are trained by one pool of workers (:func:`~reckd.train.distill.distill_each`)
     OUT/tuned.json   the grid, its points, the validation table, the choice, split and teacher fingerprints
 
 ``reckd distill --tuned OUT/tuned.json`` (:func:`load_tuned` → ``DistillConfig.tuned``) trains each
@@ -30,9 +31,8 @@ from reckd import __version__
 from reckd.data.split import SplitData
 from reckd.errors import ReckdError
 from reckd.losses import split_spec
-from reckd.train.distill import DistillConfig, distill
+from reckd.train.distill import DistillConfig, distill_each
 from reckd.train.io import read_json, write_json
-from reckd.train.loop import NonFiniteLoss
 from reckd.train.plan import Run, differences, normal, select_genres, unique
 from reckd.train.student import apply_tuned, method_keys, tuned_value
 from reckd.train.teacher import teacher_ref
@@ -105,13 +105,16 @@ def tune(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, g
     scopes = classes if choose == "class" else {genre: [genre] for genre in genres}
     ref = teacher_ref(teacher_dir, data)  # refused before the folder is made
     with claim(out, COMMAND) as out:
-        for k, (values, point_config) in enumerate(zip(points, point_configs)):
-            if progress:
-                print(f"reckd tune: point{k} ({k + 1}/{len(points)}): {_spell(values)}", file=sys.stderr)
-            try:
-                distill(data, teacher_dir, out / f"point{k}", point_config, progress, workers, retrain_changed)
-            except NonFiniteLoss as error:
-                print(f"reckd tune: point{k} is not chosen where its runs stopped: {error}", file=sys.stderr)
+        if progress:
+            for k, values in enumerate(points):
+                print(f"reckd tune: point{k}: {_spell(values)}", file=sys.stderr)
+        # one pool of workers over every point's runs (no core idles while a point finishes its largest run)
+        done = distill_each(data, teacher_dir, [(out / f"point{k}", c) for k, c in enumerate(point_configs)],
+                            progress, workers, retrain_changed)
+        for k, (_, failed) in enumerate(done):
+            if failed:
+                print(f"reckd tune: point{k} is not chosen where its runs stopped: {len(failed)} run(s) stopped "
+                      f"on a non-finite loss", file=sys.stderr)
         table = {method: {c: [_macro_val(out / f"point{k}", members, method, seed) for k in range(len(points))]
                           for c, members in sorted(scopes.items())} for method in config.methods}
         chosen_point = {method: {c: argmin(row, method, c) for c, row in by_class.items()}

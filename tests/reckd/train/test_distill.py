@@ -16,7 +16,7 @@ from reckd.models.ranker import Ranker, RankerConfig
 from reckd.report import collect, plot, render
 from reckd.data.augment import sample_unrated
 from reckd.errors import ReckdError
-from reckd.train.distill import DistillConfig, distill
+from reckd.train.distill import DistillConfig, distill, distill_each
 from reckd.train.plan import select_genres, slug
 from reckd.train.io import read_json
 from reckd.train.loop import NonFiniteLoss, TrainConfig, fit
@@ -156,6 +156,31 @@ def test_parallel_workers_finish_every_run(synth_data, synth_teacher, tmp_path):
     assert sorted((r["method"], r["seed"]) for r in results) == [("kd+aug", 0), ("kd+aug", 1), ("none", 0), ("none", 1)]
     assert all((tmp_path / "Action" / slug(r["method"]) / f"seed{r['seed']}" / "result.json").is_file() for r in results)
     assert all(math.isfinite(r["test_rmse"]) and r["epochs_run"] == 2 for r in results)
+
+
+def test_one_pool_trains_several_requests_each_with_its_own_options(synth_data, synth_teacher, one_thread, tmp_path):
+    """distill_each (what `reckd tune` trains its grid points with): two requests of different learning
+    rates trained by one pool of 2 workers give the results of two separate one-process distills, and
+    each folder's runs record and use their own request's options."""
+    configs = []
+    for lr in (1e-3, 3e-2):
+        config = DistillConfig(genres="Action,Comedy", methods=("none", "kd+aug"), seeds=(0,), augment=1)
+        config.train = dataclasses.replace(config.train, epochs=2, lr=lr)
+        configs.append(config)
+    together = distill_each(synth_data, synth_teacher[0], [(tmp_path / f"point{k}", c) for k, c in enumerate(configs)],
+                            progress=False, workers=2)
+    key = lambda r: (r["genre"], r["method"], r["seed"])
+    for k, config in enumerate(configs):
+        results, failed = together[k]
+        alone = distill(synth_data, synth_teacher[0], tmp_path / f"alone{k}", config, progress=False, workers=1)
+        assert failed == [] and len(results) == 4
+        assert {key(r): r["val_rmse"] for r in results} == pytest.approx({key(r): r["val_rmse"] for r in alone}, abs=1e-6)
+        for r in results:
+            recorded = read_json(tmp_path / f"point{k}" / slug(r["genre"]) / slug(r["method"]) / "seed0" / "config.json")
+            assert recorded["train"]["lr"] == config.train.lr
+    # the two points trained differently: their options were not mixed up
+    assert together[0][0][0]["val_rmse"] != pytest.approx(
+        next(r for r in together[1][0] if key(r) == key(together[0][0][0]))["val_rmse"], abs=1e-4)
 
 
 def test_resume_refuses_another_teacher(distilled, synth_data, synth_teacher, tmp_path):
