@@ -1,16 +1,18 @@
 """Student training throughput with cached teacher outputs, against a plain-PyTorch reference.
 
-Both loops train the same student (``RankerConfig.student()``'s sizes with the ``mlp`` interaction, which
-the reference mirrors: embeddings, MLP and user/item bias terms, the same sparse features) with ``kd`` on
-the same training ratings at the same batch size, in this process, one after the other:
+Both loops train the same student (``RankerConfig.student()``: embeddings, the ``dcn`` cross net — or, with
+``--arch mlp``, the ``mlp`` interaction — the MLP and user/item bias terms, the same sparse features) with
+``kd`` on the same training ratings at the same batch size, in this process, one after the other:
 
 - reckd: ``reckd.train.loop.fit`` — torchrec ``EmbeddingBagCollection`` over a ``KeyedJaggedTensor``
   built per batch, the ``kd`` loss object reading the teacher-output cache, validation each epoch.
 - reference: ``nn.EmbeddingBag`` tables fed from pre-gathered index tensors (the genre bag padded to
-  the longest, weighted 1/length, so no step waits for the device), the same MLP and
+  the longest, weighted 1/length, so no step waits for the device), DCN-v2's low-rank cross layers
+  written out (x ← x₀ ⊙ (W(V x) + b) + x, as torchrec's ``LowRankCrossNet``), the same MLP and
   ``0.9·MSE(ŷ, y) + MSE(ŷ, ŷ_T)``, Adam (fused on CUDA, as reckd's), no validation.
 
-    python benchmarks/throughput.py runs/ml-100k/split --teacher runs/ml-100k/teacher
+    python benchmarks/throughput.py runs/ml-100k/split --teacher runs/ml-100k/teacher-mix          # the dcn student
+    python benchmarks/throughput.py --arch mlp                                                  # the mlp one
     python benchmarks/throughput.py --device cuda --batch 4096,65536 --workers 1   # on a GPU
 
 Each loop is measured in one process (all cores as torch threads) and as ``--workers`` processes
@@ -38,20 +40,38 @@ from reckd.train.device import resolve_device
 from reckd.train.loop import TeacherView, TrainConfig, fit
 from reckd.train.teacher import cached_teacher_outputs, load_teacher, ranker_features, teacher_ref
 
-# the default student's sizes with the `mlp` interaction: the plain-PyTorch reference below is that model
-STUDENT = dataclasses.replace(RankerConfig.student(), arch="mlp")
+ARCHS = ("dcn", "mlp")  # the interactions the reference below is written for
+
+
+class CrossNet(nn.Module):
+    """DCN-v2's low-rank cross layers: x_{l+1} = x_0 ⊙ (W_l V_l x_l + b_l) + x_l."""
+
+    def __init__(self, width: int, layers: int, rank: int) -> None:
+        super().__init__()
+        self.down = nn.ModuleList(nn.Linear(width, rank, bias=False) for _ in range(layers))
+        self.up = nn.ModuleList(nn.Linear(rank, width) for _ in range(layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for down, up in zip(self.down, self.up):
+            x = x0 * up(down(x)) + x
+        return x
 
 
 class Reference(nn.Module):
-    """The student written directly in PyTorch: one EmbeddingBag (mean) per feature, user and item
-    biases (``nn.Embedding`` of width 1) added to the MLP's output."""
+    """The student written directly in PyTorch: one EmbeddingBag (mean) per feature, the interaction
+    (``dcn``: the cross layers over the concatenated embeddings, as ``Ranker``'s rank d·n/4; ``mlp``: the
+    user ⊙ item product appended), the MLP, and user and item biases (``nn.Embedding`` of width 1) added
+    to its output."""
 
-    def __init__(self, features, dim: int, hidden: tuple[int, ...]) -> None:
+    def __init__(self, features, config: RankerConfig) -> None:
         super().__init__()
+        dim, hidden, n = config.embedding_dim, config.hidden, len(features)
         self.tables = nn.ModuleList(nn.EmbeddingBag(card, dim, mode="sum") for _, card in features)
         cards = dict(features)
         self.user_bias, self.item_bias = nn.Embedding(cards["user"], 1), nn.Embedding(cards["item"], 1)
-        sizes = [dim * (len(features) + 1), *hidden]
+        self.cross = CrossNet(dim * n, config.cross_layers, max(1, dim * n // 4)) if config.arch == "dcn" else None
+        sizes = [dim * (n if self.cross else n + 1), *hidden]
         layers = []
         for a, b in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(a, b), nn.ReLU()]
@@ -67,16 +87,16 @@ class Reference(nn.Module):
             else:
                 pooled.append(table(single[k].unsqueeze(1)))
                 k += 1
-        x = torch.cat(pooled + [pooled[0] * pooled[1]], dim=1)
+        x = self.cross(torch.cat(pooled, dim=1)) if self.cross else torch.cat(pooled + [pooled[0] * pooled[1]], dim=1)
         user, item = single[0], single[1]  # the first two features are user and item
         return (self.mlp(x) + self.user_bias(user) + self.item_bias(item)).squeeze(1)
 
 
-def reckd_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epochs: int) -> float:
+def reckd_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epochs: int, student: RankerConfig) -> float:
     teacher = load_teacher(teacher_dir, data.rating.device)
     cache = cached_teacher_outputs(teacher, data, teacher_ref(teacher_dir, data), states=False)
     torch.manual_seed(0)
-    model = Ranker(STUDENT, ranker_features(data), data.levels, device=data.rating.device)
+    model = Ranker(student, ranker_features(data), data.levels, device=data.rating.device)
     method = get("kd")(make_config("kd"), Dims(*model.dims), Dims(*teacher.dims), HeadSpec("rating", data.levels))
     val = data.rows("val")[:2000]
     config = TrainConfig(epochs=epochs, batch_size=batch, patience=epochs + 1)
@@ -91,14 +111,14 @@ def _wait(data) -> None:
         torch.cuda.synchronize(data.rating.device)
 
 
-def reference_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epochs: int) -> float:
+def reference_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epochs: int,
+                   student: RankerConfig) -> float:
     device = data.rating.device
     teacher = load_teacher(teacher_dir, device)
     teacher_rating = cached_teacher_outputs(teacher, data, teacher_ref(teacher_dir, data), states=False).prediction
     features = ranker_features(data)
     torch.manual_seed(0)
-    student = STUDENT
-    model = Reference(features, student.embedding_dim, student.hidden).to(device)
+    model = Reference(features, student).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, fused=True if device.type == "cuda" else None)
     names = [name for name, _ in features]
     bag_index = names.index("genre")
@@ -129,17 +149,18 @@ def reference_rate(data, teacher_dir: Path, rows: torch.Tensor, batch: int, epoc
     return epochs * rows.numel() / (time.perf_counter() - start)
 
 
-def _measure(job: tuple[str, str, str, str, int, int, int]) -> float:
-    loop, split_dir, device, teacher_dir, batch, epochs, threads = job
+def _measure(job: tuple[str, str, str, str, int, int, str, int]) -> float:
+    loop, split_dir, device, teacher_dir, batch, epochs, arch, threads = job
     torch.set_num_threads(threads)
     data = load_split(split_dir).to(resolve_device(device))
     rate = reckd_rate if loop == "reckd" else reference_rate
-    return rate(data, Path(teacher_dir), data.rows("train"), batch, epochs)
+    return rate(data, Path(teacher_dir), data.rows("train"), batch, epochs,
+                dataclasses.replace(RankerConfig.student(), arch=arch))
 
 
 def measure(loop: str, args, batch: int, workers: int) -> float:
     """Ratings/s of ``loop``: one process, or ``workers`` processes at once (summed)."""
-    job = (loop, args.split_dir, args.device, args.teacher, batch, args.epochs)
+    job = (loop, args.split_dir, args.device, args.teacher, batch, args.epochs, args.arch)
     if workers == 1:
         return _measure((*job, torch.get_num_threads()))
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
@@ -149,7 +170,9 @@ def measure(loop: str, args, batch: int, workers: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("split_dir", nargs="?", default="runs/ml-100k/split")
-    parser.add_argument("--teacher", default="runs/ml-100k/teacher")
+    parser.add_argument("--teacher", default="runs/ml-100k/teacher-mix")
+    parser.add_argument("--arch", default=RankerConfig.student().arch, choices=ARCHS,
+                        help="the student's interaction (default: the default student's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both loops run there)")
     parser.add_argument("--batch", default="4096", help="batch sizes, comma-separated")
     parser.add_argument("--epochs", type=int, default=5)
@@ -166,8 +189,8 @@ def main() -> None:
                 reckd.append(measure("reckd", args, batch, workers))
                 reference.append(measure("reference", args, batch, workers))
             layout = f"1 × {torch.get_num_threads()}" if workers == 1 else f"{workers} × 1"
-            for name, rate in (("reckd `fit` (torchrec EBC + KJT, kd from the teacher cache, validation each "
-                                "epoch)", max(reckd)),
+            for name, rate in ((f"reckd `fit`, `{args.arch}` (torchrec EBC + KJT, kd from the teacher cache, "
+                                "validation each epoch)", max(reckd)),
                                ("plain PyTorch reference (nn.EmbeddingBag, same sizes, no validation)", max(reference))):
                 print(f"| {name} | {batch} | {layout} | {rate:,.0f} | {1000 * batch * workers / rate:.2f} |")
             print(f"| ratio reckd / reference | {batch} | {layout} | {max(reckd) / max(reference):.2f} | |")
