@@ -118,7 +118,8 @@ def apply_tuned(model: RankerConfig, train: TrainConfig, values: dict[str, objec
 class StudentRuns:
     """Everything the runs of one ``distill`` request share, built once per process: the split, the
     teacher's identity, the method configs; the frozen teacher, its output cache and each genre's
-    augmentation pairs are made on first use (the planner never needs them). ``world``: every run is
+    augmentation pairs are made on first use (the planner never needs them), and shared with the other
+    requests of one process (:meth:`sharing`). ``world``: every run is
     trained by all its ranks together (``distill --shard-students`` under ``torchrun``)."""
 
     def __init__(self, data: SplitData, teacher: TeacherRef, config, world: World | None = None) -> None:
