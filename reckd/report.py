@@ -4,6 +4,7 @@ classical reference rows of a ``reckd baselines`` folder."""
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -208,15 +209,15 @@ def _significance(report: Report, run_dir: Path, baselines: Path | None, results
         seeds.setdefault((g, m), set()).add(s)
     ratings = {r.genre: data.rating[data.rows("test", r.genre)].cpu().numpy() for r in report.rows
                if not r.genre.endswith("macro-avg")}
+    for genre in ratings:
+        seeds[genre, TEACHER] = {0}  # one set of predictions, not a seed's
     cache: dict[tuple, np.ndarray | None] = {}
-    teacher: list = []  # loaded on first use
+    teacher = functools.cache(lambda: load_teacher(Path(report.made_with["teacher"])))  # loaded on first use
 
     def squared_error(genre: str, method: str, chosen: frozenset[int]) -> np.ndarray | None:
         if (genre, method, chosen) not in cache:
             if method == TEACHER:
-                teacher[:] = teacher or [load_teacher(Path(report.made_with["teacher"]))]
-                rows = data.rows("test", genre)
-                runs = [predict_rows(teacher[0], None, data, rows).cpu().numpy()]
+                runs = [predict_rows(teacher(), None, data, data.rows("test", genre)).cpu().numpy()]
             else:
                 folder = (baselines if method in report.references else run_dir) / slug(genre) / slug(method)
                 files = [folder / f"seed{s}" / "test_predictions.npy" for s in sorted(chosen)]
@@ -230,8 +231,8 @@ def _significance(report: Report, run_dir: Path, baselines: Path | None, results
         """(p-value, mean difference of squared errors method − other) over the genres' test ratings."""
         diffs = []
         for genre in genres:
-            mine, theirs = seeds.get((genre, method), set()), seeds.get((genre, other), {0} if other == TEACHER else set())
-            if other not in report.references and other != TEACHER:  # students: the seeds both have
+            mine, theirs = seeds.get((genre, method), set()), seeds.get((genre, other), set())
+            if other in report.methods:  # students: the seeds both have
                 mine = theirs = mine & theirs
             a = squared_error(genre, method, frozenset(mine)) if mine else None
             b = squared_error(genre, other, frozenset(theirs)) if theirs else None
