@@ -178,9 +178,10 @@ class StudentRuns:
         if self.config.scale and "train.batch_size" not in tuned:
             train = scaled(train, self.rows(run.genre), lr="train.lr" not in tuned)
         head = "levels" if get(name).head_for(method_config) == "levels" else model.head
-        batch = max(self.config.min_batch, min(train.batch_size, self.rows(run.genre) // self.config.min_steps))
+        # the requested batch at most; a small genre's shrinks to take min_steps steps, but not below min_batch
+        batch = min(train.batch_size, max(self.config.min_batch, self.rows(run.genre) // self.config.min_steps))
         if self.world is not None:  # a global batch that the ranks share evenly
-            batch -= batch % self.world.size
+            batch = max(self.world.size, batch - batch % self.world.size)
         config = {"genre": run.genre, "method": run.method, "seed": run.seed,
                   "method_config": dataclasses.asdict(method_config),
                   "model": dataclasses.asdict(dataclasses.replace(model, head=head)),

@@ -293,3 +293,12 @@ def test_batch_and_lr_scale_with_the_training_set(synth_data):
     runs = StudentRuns(synth_data, type("Ref", (), {"sha256": "x"})(), config)
     genre = synth_data.genres[0]
     assert runs.config_of(Run(genre, "kd", 0))["train"]["lr"] == config.train.lr
+    # the batch: the requested one at most; a small genre's shrinks to take 16 steps an epoch, down to 64;
+    # a request below 64 is kept (it was once raised to 64 without a word)
+    rows = {g: runs.rows(g) for g in synth_data.genres}
+    for asked in (1024, 128, 32):
+        sized = StudentRuns(synth_data, type("Ref", (), {"sha256": "x"})(), dataclasses.replace(
+            config, train=dataclasses.replace(config.train, batch_size=asked), scale=False))
+        for g, n in rows.items():
+            assert sized.config_of(Run(g, "kd", 0))["train"]["batch_size"] == min(asked, max(64, n // 16))
+    assert any(n // 16 < 128 for n in rows.values()) and any(n // 16 > 128 for n in rows.values())
