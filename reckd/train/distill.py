@@ -47,9 +47,10 @@ class DistillConfig:
     beyond 1M ratings (:func:`reckd.train.loop.scaled`; off when ``--batch-size`` or ``--lr`` is given).
     ``options``: per-method config overrides, ``{"kd": {"tau": "2"}}``.
     ``min_steps``: the batch shrinks (down to ``min_batch``) so that a small genre still takes at
-    least this many optimiser steps per epoch; a requested batch below ``min_batch`` is kept as it is. ``tuned``: values chosen by ``reckd tune`` per method spec
-    and genre class, ``{"kd": {"dense": {"train.lr": 0.001}}}``, applied over ``model`` and ``train``
-    (empty: untuned; see :func:`reckd.train.tune.load_tuned`). ``embedding_optimizer``: as the teacher's
+    least this many optimiser steps per epoch; a requested batch below ``min_batch`` is kept as it is.
+    ``tuned``: values chosen by ``reckd tune`` per method spec and genre class,
+    ``{"kd": {"dense": {"train.lr": 0.001}}}``, applied over ``model`` and ``train`` (empty: untuned; see
+    :func:`reckd.train.tune.load_tuned`). ``embedding_optimizer``: as the teacher's
     (:class:`reckd.train.teacher.PretrainConfig`); ``shard_students``: under ``torchrun``, every run is
     trained by all ranks together, its student sharded like the teacher, instead of each run by one rank."""
 
