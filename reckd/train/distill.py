@@ -185,8 +185,8 @@ def distill_each(data: SplitData, teacher_dir: Path, requests: list[tuple[Path, 
         pending = sorted(((k, run) for k, plan in enumerate(plans) for run in plan.pending),
                          key=lambda task: -first.rows(task[1].genre))
         if world is not None:
-            if world.main and pending:
-                first.cache
+            if world.main:
+                _build_caches(students, pending)
             world.barrier()
         mine = pending if world is None or together else pending[world.rank::world.size]
         main = world is None or world.main
@@ -194,7 +194,7 @@ def distill_each(data: SplitData, teacher_dir: Path, requests: list[tuple[Path, 
                    unit="run", disable=not (progress and main), file=sys.stderr)
         if workers > 1 and len(mine) > 1 and not together:
             threads = max(1, torch.get_num_threads() // workers)
-            first.cache  # built once here, before the workers read it
+            _build_caches(students, pending)  # built once here, before the workers read them
             recipe = functools.partial(_worker, str(data.path), str(device), ref, [c for _, c in requests], threads,
                                        outs)
             outcomes = run_in_workers(recipe, mine, min(workers, len(mine)))
@@ -212,6 +212,14 @@ def distill_each(data: SplitData, teacher_dir: Path, requests: list[tuple[Path, 
             print(f"reckd distill: run {outcome}", file=sys.stderr)
     return [(list(plan.finished.values()) + [o for j, o in done if j == k and isinstance(o, dict)],
              [o for j, o in done if j == k and isinstance(o, str)]) for k, plan in enumerate(plans)]
+
+
+def _build_caches(students: list[StudentRuns], pending: list[tuple[int, Run]]) -> None:
+    """The teacher-output caches that the requests with pending runs read, each built once: the one holding
+    the teacher's states first, so that a request without them reads it from the file instead of
+    building it again (requests with other methods would otherwise have each worker rebuild it)."""
+    for each in sorted({id(students[k]): students[k] for k, _ in pending}.values(), key=lambda s: not s.reads_states):
+        each.cache
 
 
 def _worker(split_dir: str, device: str, ref, configs: list[DistillConfig], threads: int, outs: list[Path]):

@@ -202,8 +202,13 @@ class StudentRuns:
         return self._once(("teacher",), lambda: load_teacher(self.ref.path, self.data.rating.device))
 
     @property
+    def reads_states(self) -> bool:
+        """Whether a method of this request reads the teacher's states (its cache then holds them)."""
+        return any(get(name).reads_teacher_states for name in self.method_configs)
+
+    @property
     def cache(self):
-        states = any(get(name).reads_teacher_states for name in self.method_configs)
+        states = self.reads_states
         return self._once(("cache", states),
                           lambda: cached_teacher_outputs(self.teacher, self.data, self.ref, states=states))
 

@@ -183,6 +183,21 @@ def test_one_pool_trains_several_requests_each_with_its_own_options(synth_data, 
         next(r for r in together[1][0] if key(r) == key(together[0][0][0]))["val_rmse"], abs=1e-4)
 
 
+def test_one_pool_builds_each_teacher_cache_once(synth_data, synth_teacher, one_thread, tmp_path, capfd):
+    """Requests of other methods in one pool: the cache with the teacher's states (fitnet's) is built first,
+    in the parent, and serves the request without them from the file; no worker rebuilds it."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(synth_teacher[0], teacher, ignore=shutil.ignore_patterns("cache.pt"))
+    requests = [(tmp_path / name, DistillConfig(genres="Action", methods=(name,), seeds=(0, 1)))
+                for name in ("none", "fitnet")]
+    for _, config in requests:
+        config.train = dataclasses.replace(config.train, epochs=1)
+    done = distill_each(synth_data, teacher, requests, progress=False, workers=2)
+    assert [len(results) for results, failed in done] == [2, 2] and all(not failed for _, failed in done)
+    assert "rebuilding the teacher-output cache" not in capfd.readouterr().err
+    assert torch.load(teacher / "cache.pt", weights_only=True)["upper"] is not None
+
+
 def test_resume_refuses_another_teacher(distilled, synth_data, synth_teacher, tmp_path):
     out, _, _ = distilled
     other = tmp_path / "teacher"
