@@ -71,7 +71,7 @@ class Reference(nn.Module):
         cards = dict(features)
         self.user_bias, self.item_bias = nn.Embedding(cards["user"], 1), nn.Embedding(cards["item"], 1)
         self.cross = CrossNet(dim * n, config.cross_layers, max(1, dim * n // 4)) if config.arch == "dcn" else None
-        sizes = [dim * (n if self.cross else n + 1), *hidden]
+        sizes = [dim * (n if self.cross is not None else n + 1), *hidden]
         layers = []
         for a, b in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(a, b), nn.ReLU()]
@@ -87,7 +87,10 @@ class Reference(nn.Module):
             else:
                 pooled.append(table(single[k].unsqueeze(1)))
                 k += 1
-        x = self.cross(torch.cat(pooled, dim=1)) if self.cross else torch.cat(pooled + [pooled[0] * pooled[1]], dim=1)
+        if self.cross is not None:
+            x = self.cross(torch.cat(pooled, dim=1))
+        else:
+            x = torch.cat(pooled + [pooled[0] * pooled[1]], dim=1)
         user, item = single[0], single[1]  # the first two features are user and item
         return (self.mlp(x) + self.user_bias(user) + self.item_bias(item)).squeeze(1)
 
