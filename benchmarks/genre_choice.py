@@ -48,13 +48,13 @@ def main() -> None:
     args = parser.parse_args()
     document = read_json(Path(args.tune_dir) / "tuned.json", "a `reckd tune` result")
     classes = {g: c for c, genres in document["genres"].items() for g in genres}
-    seed, n = document["seed"], len(document["points"])
+    seeds, n = document.get("seeds", [document.get("seed", 0)]), len(document["points"])  # "seed": before --seeds
     print("| model | class | per class: val / test | per genre: val / test |\n|---|---|---|---|")
     for method in document["validation"]:
-        results = {g: [read_json(Run(g, method, seed).folder(Path(args.tune_dir) / f"point{k}") / "result.json",
-                                 "a run's result") for k in range(n)] for g in classes}
-        val = {g: [r["val_rmse"] for r in rs] for g, rs in results.items()}
-        test = {g: [r["test_rmse"] for r in rs] for g, rs in results.items()}
+        results = {g: [[read_json(Run(g, method, s).folder(Path(args.tune_dir) / f"point{k}") / "result.json",
+                                  "a run's result") for s in seeds] for k in range(n)] for g in classes}
+        val = {g: [statistics.fmean(r["val_rmse"] for r in rs) for rs in point] for g, point in results.items()}
+        test = {g: [statistics.fmean(r["test_rmse"] for r in rs) for rs in point] for g, point in results.items()}
         for row in choices(val, test, classes):
             print(f"| `{method}` (`{args.tune_dir}`) | {row} |", flush=True)
     split = _Split(readme_split(Path(args.root)))

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from reckd.cli.flags import (add_device, add_methods, add_model, add_train, csv_list, method_options, model_config,
-                             scales, train_config)
+                             scales, seeds, train_config)
 from reckd.errors import ReckdError
 
 
@@ -107,14 +107,14 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from reckd.train.distill import DistillConfig
     from reckd.train.tune import DEFAULT_GRID, check_grid, render_tuned, tune
 
-    config = DistillConfig(genres=args.genres, methods=args.methods, seeds=(args.seed,), augment=args.augment,
+    config = DistillConfig(genres=args.genres, methods=args.methods, seeds=args.seeds, augment=args.augment,
                            options=method_options(args.set), scale=scales(args))
     config.model = model_config(args, config.model)
     config.train = train_config(args, config.train)
     grid = check_grid(grid_flags(args.grid) if args.grid else DEFAULT_GRID)
     config.check()  # before the split is loaded
     data = _load(args.split_dir, args.device)
-    document = tune(data, Path(args.teacher), Path(args.out), config, grid, seed=args.seed, workers=args.workers,
+    document = tune(data, Path(args.teacher), Path(args.out), config, grid, seeds=args.seeds, workers=args.workers,
                     progress=not args.quiet, retrain_changed=args.retrain_changed, choose=args.choose)
     print(render_tuned(document))
     print(f"-> {Path(args.out) / 'tuned.json'} (use: reckd distill … --tuned {Path(args.out) / 'tuned.json'})",
@@ -166,16 +166,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("tune", help="choose the students' hyper-parameters on validation (a grid of distill runs)",
-                       description="Distil every grid point once (seed --seed) into OUT/point<k>/ and choose, per "
-                                   "method and genre class, the point with the lowest mean validation RMSE over "
-                                   "the class's genres; writes OUT/tuned.json for `reckd distill --tuned`.")
+                       description="Distil every grid point (each seed of --seeds) into OUT/point<k>/ and choose, "
+                                   "per method and genre class, the point with the lowest mean validation RMSE "
+                                   "over the class's genres and the seeds; writes OUT/tuned.json for "
+                                   "`reckd distill --tuned`.")
     _student_flags(p, "tune folder (new, empty, or an earlier tune's: resumed)")
     add_methods(p, "none,kd", with_seeds=False)
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,…",
                    help="values to search for one option, e.g. --grid train.lr=1e-3,3e-3, or a method's option, "
                         "e.g. --grid kd.w_task=0.1,0.3,0.9 (its runs only; repeatable; default "
                         "model.input_dropout=0,0.5 train.lr=3e-3 train.weight_decay=0,1e-3,1e-2,3e-2: 8 points)")
-    p.add_argument("--seed", type=int, default=0, help="the seed of every grid run (default 0)")
+    p.add_argument("--seeds", type=seeds, default=(0,),
+                   help="comma-separated seeds of every grid point, chosen on validation averaged over them "
+                        "(default 0)")
     p.add_argument("--choose", choices=("class", "genre"), default="class",
                    help="choose per genre class on its macro validation RMSE (default), or per genre on its own")
     p.set_defaults(func=cmd_tune)

@@ -1,8 +1,9 @@
 """Tune the students on validation only: every grid point is a ``reckd distill`` of the same genres and
-methods with one seed, and per method spec and genre class the point with the lowest macro-average
-validation RMSE (the mean over the class's genres of each run's best-epoch ``val_rmse``) is chosen,
-ties to the earlier point — or, with ``choose="genre"``, per method spec and genre, on that genre's own
-validation RMSE. Every method, ``none`` included, gets the same grid: the same budget.
+methods with the same seeds (one by default), and per method spec and genre class the point with the
+lowest macro-average validation RMSE (the mean over the class's genres and the seeds of each run's
+best-epoch ``val_rmse``) is chosen, ties to the earlier point — or, with ``choose="genre"``, per method
+spec and genre, on that genre's own validation RMSE. Every method, ``none`` included, gets the same grid:
+the same budget.
 
     OUT/point<k>/    a distill folder per grid point (resumable, readable by ``reckd report``); the runs of
                      all points are trained by one pool of workers (:func:`~reckd.train.distill.distill_each`)
@@ -71,20 +72,23 @@ def grid_points(grid: dict[str, tuple]) -> list[dict[str, object]]:
 
 
 def tune(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, grid: dict[str, object],
-         seed: int = 0, workers: int | None = None, progress: bool = True, retrain_changed: bool = False,
-         choose: str = "class") -> dict:
-    """Distil ``config``'s genres and methods once per point of ``grid`` (seed ``seed``) into
+         seeds: tuple[int, ...] = (0,), workers: int | None = None, progress: bool = True,
+         retrain_changed: bool = False, choose: str = "class") -> dict:
+    """Distil ``config``'s genres and methods per point of ``grid``, once per seed of ``seeds``, into
     ``out/point<k>/``, choose per method spec and genre class (``choose="class"``) or genre (``"genre"``)
-    on validation RMSE, write ``out/tuned.json`` and return it. Finished runs are kept, so an interrupted
+    on validation RMSE averaged over the seeds (more seeds: a choice less swayed by one seed's luck), write
+    ``out/tuned.json`` and return it. Finished runs are kept, so an interrupted
     tune resumes, and the same grid chosen the other way re-trains nothing. A point whose run stops on a
     non-finite loss is reported and never chosen for that run's method and class or genre."""
     if choose not in CHOICES:
         raise ReckdError(f"--choose: expected one of {', '.join(CHOICES)}, found {choose!r}")
     if config.tuned:
         raise ReckdError("--tuned: tune searches from the untuned students; pass a config without tuned values")
+    if not seeds:
+        raise ReckdError("--seeds: expected at least one seed, found none")
     grid = check_grid(grid)
     points = grid_points(grid)
-    base = dataclasses.replace(config, seeds=(seed,))
+    base = dataclasses.replace(config, seeds=tuple(seeds))
     base.check()
     for name in method_keys(grid):  # a method option is searched for that method's runs only
         others = [m for m in config.methods if split_spec(m)[0] != name]
@@ -115,12 +119,14 @@ def tune(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, g
             if failed:
                 print(f"reckd tune: point{k} is not chosen where its runs stopped: {len(failed)} run(s) stopped "
                       f"on a non-finite loss", file=sys.stderr)
-        table = {method: {c: [_macro_val(out / f"point{k}", members, method, seed) for k in range(len(points))]
+        table = {method: {c: [_macro_val(out / f"point{k}", members, method, base.seeds)
+                              for k in range(len(points))]
                           for c, members in sorted(scopes.items())} for method in config.methods}
         chosen_point = {method: {c: argmin(row, method, c) for c, row in by_class.items()}
                         for method, by_class in table.items()}
         document = {"grid": {key: list(values) for key, values in grid.items()}, "points": points,
-                    "genres": dict(sorted(classes.items())), "seed": seed, "choose": choose, "validation": table,
+                    "genres": dict(sorted(classes.items())), "seeds": list(base.seeds), "choose": choose,
+                    "validation": table,
                     "chosen_point": chosen_point,
                     "chosen": {method: {c: points[k] for c, k in by_class.items()}
                                for method, by_class in chosen_point.items()},
@@ -131,14 +137,16 @@ def tune(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, g
     return document
 
 
-def _macro_val(point_dir: Path, genres: list[str], method: str, seed: int) -> float | None:
-    """The mean validation RMSE of ``method`` over ``genres`` at one point; None if a run did not finish."""
+def _macro_val(point_dir: Path, genres: list[str], method: str, seeds: tuple[int, ...]) -> float | None:
+    """The mean validation RMSE of ``method`` over ``genres`` and ``seeds`` at one point (each seed's
+    macro-average, averaged); None if a run did not finish."""
     values = []
     for genre in genres:
-        result = Run(genre, method, seed).folder(point_dir) / "result.json"
-        if not result.is_file():
-            return None
-        values.append(read_json(result, "a run's result")["val_rmse"])
+        for seed in seeds:
+            result = Run(genre, method, seed).folder(point_dir) / "result.json"
+            if not result.is_file():
+                return None
+            values.append(read_json(result, "a run's result")["val_rmse"])
     return statistics.fmean(values)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import statistics
 
 import pytest
@@ -38,7 +39,7 @@ def _config(**kwargs) -> DistillConfig:
 @pytest.fixture(scope="module")
 def tuned(synth_data, synth_teacher, tmp_path_factory):
     out = tmp_path_factory.mktemp("tune")
-    document = tune(synth_data, synth_teacher[0], out, _config(), GRID, seed=0, workers=1, progress=False)
+    document = tune(synth_data, synth_teacher[0], out, _config(), GRID, workers=1, progress=False)
     return out, document
 
 
@@ -73,7 +74,7 @@ def test_rerun_resumes_every_point(tuned, synth_data, synth_teacher):
     out, document = tuned
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("point*/*/*/seed0/result.json")}
     assert len(stamps) == 2 * len(GENRES) * 2
-    again = tune(synth_data, synth_teacher[0], out, _config(), GRID, seed=0, workers=1, progress=False)
+    again = tune(synth_data, synth_teacher[0], out, _config(), GRID, workers=1, progress=False)
     assert again == document
     assert {p: p.stat().st_mtime_ns for p in out.glob("point*/*/*/seed0/result.json")} == stamps
 
@@ -124,7 +125,7 @@ def test_a_per_genre_choice_reuses_the_points_and_each_genre_trains_with_its_own
     distill with it records and trains with its genre's values (not its class's)."""
     out, by_class = tuned
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("point*/*/*/seed0/result.json")}
-    document = tune(synth_data, synth_teacher[0], out, _config(), GRID, seed=0, workers=1, progress=False,
+    document = tune(synth_data, synth_teacher[0], out, _config(), GRID, workers=1, progress=False,
                     choose="genre")
     assert {p: p.stat().st_mtime_ns for p in out.glob("point*/*/*/seed0/result.json")} == stamps
     assert document["choose"] == "genre" and by_class["choose"] == "class"
@@ -149,7 +150,31 @@ def test_a_per_genre_choice_reuses_the_points_and_each_genre_trains_with_its_own
         assert result["val_rmse"] == point["val_rmse"]
     with pytest.raises(ReckdError, match="--choose: expected one of class, genre, found 'user'"):
         tune(synth_data, synth_teacher[0], out, _config(), GRID, choose="user")
-    tune(synth_data, synth_teacher[0], out, _config(), GRID, seed=0, workers=1, progress=False)  # the file as it was
+    tune(synth_data, synth_teacher[0], out, _config(), GRID, workers=1, progress=False)  # the file as it was
+
+
+def test_more_seeds_choose_on_validation_averaged_over_them(tuned, synth_data, synth_teacher, tmp_path):
+    """``seeds=(0, 1)`` on a copy of the tune: seed 0's runs are reused, seed 1's trained at every point,
+    and each class's validation is the mean over its genres and both seeds, recomputed from the folders."""
+    out = tmp_path / "tune"
+    shutil.copytree(tuned[0], out)
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("point*/*/*/seed0/result.json")}
+    document = tune(synth_data, synth_teacher[0], out, _config(), GRID, seeds=(0, 1), workers=1, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("point*/*/*/seed0/result.json")} == stamps
+    assert len(list(out.glob("point*/*/*/seed1/result.json"))) == len(stamps) == 2 * len(GENRES) * 2
+    assert document["seeds"] == [0, 1] and document["points"] == tuned[1]["points"]
+    for method in ("none", "kd"):
+        for genre_class, genres in document["genres"].items():
+            macro = []
+            for k in range(2):
+                runs = [out / f"point{k}" / slug(g) / method / f"seed{s}" for g in genres for s in (0, 1)]
+                assert [read_json(r / "config.json")["train"]["seed"] for r in runs] == [0, 1] * len(genres)
+                macro.append(statistics.fmean(read_json(r / "result.json")["val_rmse"] for r in runs))
+            assert document["validation"][method][genre_class] == pytest.approx(macro, abs=1e-15)
+            assert macro != tuned[1]["validation"][method][genre_class]  # seed 1 counts
+            assert document["chosen_point"][method][genre_class] == min(range(2), key=lambda k: (macro[k], k))
+    with pytest.raises(ReckdError, match="--seeds: expected at least one seed, found none"):
+        tune(synth_data, synth_teacher[0], out, _config(), GRID, seeds=(), progress=False)
 
 
 def test_tuned_file_from_another_split_or_teacher_is_refused(tuned, synth_split, synth_data, synth_teacher,
