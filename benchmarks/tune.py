@@ -20,6 +20,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from reckd.cli.flags import seeds
 from reckd.cli.train import grid_flags
 from reckd.losses import make_config
 from reckd.train.device import resolve_device
@@ -56,7 +57,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="tune folder (default ROOT/tune)")
     parser.add_argument("--methods", default="none,kd,kd+aug")
     parser.add_argument("--genres", default="all")
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds of every grid point (default 0)")
+    parser.add_argument("--seeds", type=seeds, default=(0,),
+                        help="comma-separated seeds of every grid point (default 0)")
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the distill config's)")
     parser.add_argument("--workers", type=int, help="student processes (default: distill's for the device)")
     parser.add_argument("--device", default="cpu")
@@ -70,14 +72,14 @@ def main() -> None:
     data = readme_split(root, device)
     teacher = readme_teacher(root, data)
     methods = tuple(m.strip() for m in args.methods.split(","))
-    seeds = tuple(int(s) for s in args.seeds.split(","))
     # the README's students' options (benchmarks/ml100k.py's default), so a tuned run starts from its row
     config = DistillConfig(genres=args.genres, methods=methods, options=readme_student_options(methods))
     if args.epochs is not None:
         config.train = dataclasses.replace(config.train, epochs=args.epochs)
-    document = tune(data, teacher, out, config, {**DEFAULT_GRID, **grid_flags(args.grid)}, seeds=seeds,
+    document = tune(data, teacher, out, config, {**DEFAULT_GRID, **grid_flags(args.grid)}, seeds=args.seeds,
                     workers=args.workers)
-    print(f"Validation RMSE (macro over each class's genres, seeds {args.seeds}) on {root / 'split'}; "
+    print(f"Validation RMSE (macro over each class's genres, seeds {','.join(map(str, args.seeds))}) on "
+          f"{root / 'split'}; "
           f"{len(document['points'])} grid points, {config.train.epochs} epochs at most.\n")
     print(render_tuned(document, "markdown"))
     print()

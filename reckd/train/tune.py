@@ -77,8 +77,8 @@ def tune(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, g
     """Distil ``config``'s genres and methods per point of ``grid``, once per seed of ``seeds``, into
     ``out/point<k>/``, choose per method spec and genre class (``choose="class"``) or genre (``"genre"``)
     on validation RMSE averaged over the seeds (more seeds: a choice less swayed by one seed's luck), write
-    ``out/tuned.json`` and return it. Finished runs are kept, so an interrupted
-    tune resumes, and the same grid chosen the other way re-trains nothing. A point whose run stops on a
+    ``out/tuned.json`` and return it. Finished runs are kept, so an interrupted tune resumes, and the same
+    grid chosen the other way (or with more seeds) re-trains nothing it has. A point whose run stops on a
     non-finite loss is reported and never chosen for that run's method and class or genre."""
     if choose not in CHOICES:
         raise ReckdError(f"--choose: expected one of {', '.join(CHOICES)}, found {choose!r}")
@@ -126,8 +126,7 @@ def tune(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, g
                         for method, by_class in table.items()}
         document = {"grid": {key: list(values) for key, values in grid.items()}, "points": points,
                     "genres": dict(sorted(classes.items())), "seeds": list(base.seeds), "choose": choose,
-                    "validation": table,
-                    "chosen_point": chosen_point,
+                    "validation": table, "chosen_point": chosen_point,
                     "chosen": {method: {c: points[k] for c, k in by_class.items()}
                                for method, by_class in chosen_point.items()},
                     "split": str(Path(data.path).resolve()), "split_fingerprint": data.fingerprint,
