@@ -79,8 +79,7 @@ def main() -> None:
     document = tune(data, teacher, out, config, {**DEFAULT_GRID, **grid_flags(args.grid)}, seeds=args.seeds,
                     workers=args.workers)
     print(f"Validation RMSE (macro over each class's genres, seeds {','.join(map(str, args.seeds))}) on "
-          f"{root / 'split'}; "
-          f"{len(document['points'])} grid points, {config.train.epochs} epochs at most.\n")
+          f"{root / 'split'}; {len(document['points'])} grid points, {config.train.epochs} epochs at most.\n")
     print(render_tuned(document, "markdown"))
     print()
     print(untuned_gain(document, config))

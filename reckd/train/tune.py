@@ -84,8 +84,6 @@ def tune(data: SplitData, teacher_dir: Path, out: Path, config: DistillConfig, g
         raise ReckdError(f"--choose: expected one of {', '.join(CHOICES)}, found {choose!r}")
     if config.tuned:
         raise ReckdError("--tuned: tune searches from the untuned students; pass a config without tuned values")
-    if not seeds:
-        raise ReckdError("--seeds: expected at least one seed, found none")
     grid = check_grid(grid)
     points = grid_points(grid)
     base = dataclasses.replace(config, seeds=tuple(seeds))

@@ -173,7 +173,7 @@ def test_more_seeds_choose_on_validation_averaged_over_them(tuned, synth_data, s
             assert document["validation"][method][genre_class] == pytest.approx(macro, abs=1e-15)
             assert macro != tuned[1]["validation"][method][genre_class]  # seed 1 counts
             assert document["chosen_point"][method][genre_class] == min(range(2), key=lambda k: (macro[k], k))
-    with pytest.raises(ReckdError, match="--seeds: expected at least one seed, found none"):
+    with pytest.raises(ReckdError, match="--seeds: expected a non-empty comma-separated list, found none"):
         tune(synth_data, synth_teacher[0], out, _config(), GRID, seeds=(), progress=False)
 
 
