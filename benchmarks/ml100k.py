@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from reckd.cli.flags import method_options
+from reckd.cli.flags import csv_list, method_options
 from reckd.report import collect, render
 from reckd.train.distill import DistillConfig, distill
 from reckd.train.io import read_json
@@ -59,8 +59,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", metavar="METHOD.OPTION=VALUE",
                         help="a method option, as distill's --set (default: the README's students' "
                              f"{', '.join(README_STUDENT_SET)}, when kd is in --methods)")
-    parser.add_argument("--tuned", help="a tuned.json of benchmarks/tune.py (`reckd tune`): each run trains with "
-                                        "the values chosen for its method and genre class")
+    parser.add_argument("--tuned", type=csv_list,
+                        help="tuned.json files of benchmarks/tune.py (`reckd tune`), comma-separated: each run "
+                             "trains with the values chosen for its method and genre class (as distill's --tuned)")
     args = parser.parse_args()
     root = Path(args.root)
     out = Path(args.out) if args.out else root / ("students-tuned" if args.tuned else "students")
@@ -73,7 +74,7 @@ def main() -> None:
     config = DistillConfig(genres=args.genres, methods=tuple(methods), options=options,
                            seeds=tuple(int(s) for s in args.seeds.split(",")))
     if args.tuned:
-        config.tuned = load_tuned(Path(args.tuned), data, teacher, config)
+        config.tuned = load_tuned([Path(p) for p in args.tuned], data, teacher, config)
     distill(data, teacher, out, config, workers=args.workers)
     report = collect(out)
     teacher, methods = report.teacher, report.methods

@@ -78,10 +78,10 @@ def cmd_distill(args: argparse.Namespace) -> None:
     config.check()  # before the split is loaded
     world = _world(args.device)
     data = _load(args.split_dir, args.device, world)
-    if args.tuned:
+    if args.tuned is not None:
         from reckd.train.tune import load_tuned
 
-        config.tuned = load_tuned(Path(args.tuned), data, Path(args.teacher), config)
+        config.tuned = load_tuned([Path(p) for p in args.tuned], data, Path(args.teacher), config)
     results = distill(data, Path(args.teacher), Path(args.out), config, progress=not args.quiet,
                       workers=args.workers, retrain_changed=args.retrain_changed, world=world)
     if world is None or world.main:
@@ -157,8 +157,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("distill", help="train genre students, with and without distillation")
     _student_flags(p, "run folder (new, empty, or an earlier distill's: resumed)")
     add_methods(p, "none,kd")
-    p.add_argument("--tuned", metavar="TUNE/tuned.json",
-                   help="train each run with the values `reckd tune` chose for its method and genre class")
+    p.add_argument("--tuned", metavar="TUNE/tuned.json[,…]", type=csv_list,
+                   help="train each run with the values `reckd tune` chose for its method and genre class (or "
+                        "genre); several files, say a dense and a sparse tune, are merged")
     _embedding_optimizer_flag(p, "a student")
     p.add_argument("--shard-students", action="store_true",
                    help="under torchrun: train every run with all ranks together, the student sharded like the "

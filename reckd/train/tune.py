@@ -25,6 +25,7 @@ import itertools
 import statistics
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from data_prep.folder import claim
 from data_prep.table import render_table
@@ -161,14 +162,33 @@ def _spell(values: dict[str, object]) -> str:
     return ", ".join(f"{key}={value:g}" for key, value in values.items())
 
 
-def load_tuned(path: Path, data: SplitData, teacher_dir: Path,
+def load_tuned(paths: Path | Sequence[Path], data: SplitData, teacher_dir: Path,
                config: DistillConfig | None = None) -> dict[str, dict[str, dict[str, object]]]:
-    """The chosen values of a ``tuned.json`` (for ``DistillConfig.tuned``: ``{method: {class or genre:
-    values}}``), refused unless it was tuned on this very split and teacher: values chosen on another
-    split's validation ratings may have seen this split's test ratings. With ``config`` (the distill
-    request), options that differ from those the grid was run with (say ``--epochs``), other than the
-    tuned keys and the seed, are named in a warning."""
-    path = Path(path)
+    """The chosen values of one or more ``tuned.json`` (for ``DistillConfig.tuned``: ``{method: {class or
+    genre: values}}``), each refused unless it was tuned on this very split and teacher: values chosen on
+    another split's validation ratings may have seen this split's test ratings. Several files (a tune of
+    the dense genres and one of the sparse, say) are merged; a method chosen for the same class or genre
+    by two of them is an error naming both. With ``config`` (the distill request), options that differ
+    from those a grid was run with (say ``--epochs``), other than the tuned keys and the seed, are named
+    in a warning."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise ReckdError("--tuned: expected one or more tuned.json files, found none")
+    merged: dict[str, dict[str, dict[str, object]]] = {}
+    chosen_by: dict[tuple[str, str], Path] = {}
+    for path in paths:
+        for method, scopes in _load_one(Path(path), data, teacher_dir, config).items():
+            for scope, values in scopes.items():
+                if (method, scope) in chosen_by:
+                    raise ReckdError(f"--tuned: {method!r} on {scope} is chosen by both {chosen_by[method, scope]} "
+                                     f"and {path}; pass only one of them")
+                chosen_by[method, scope] = Path(path)
+                merged.setdefault(method, {})[scope] = values
+    return merged
+
+
+def _load_one(path: Path, data: SplitData, teacher_dir: Path,
+              config: DistillConfig | None) -> dict[str, dict[str, dict[str, object]]]:
     document = read_json(path, "a `reckd tune` result (tuned.json)", keys=("chosen", "split_fingerprint",
                                                                              "teacher_sha256"))
     if document["split_fingerprint"] != data.fingerprint:

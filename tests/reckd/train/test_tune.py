@@ -177,6 +177,39 @@ def test_more_seeds_choose_on_validation_averaged_over_them(tuned, synth_data, s
         tune(synth_data, synth_teacher[0], out, _config(), GRID, seeds=(), progress=False)
 
 
+def test_tuned_files_per_class_are_merged_and_overlaps_refused(tuned, synth_data, synth_teacher, tmp_path, capsys):
+    """A tune of the dense genres and one of the sparse (here the module's tune, its choice split by class)
+    given together to ``--tuned A,B``: each run trains with its own class's values; a class chosen by both
+    files, or a class no file holds, is refused naming the files or the class."""
+    out, document = tuned
+    files = {}
+    for genre_class in ("dense", "sparse"):
+        files[genre_class] = tmp_path / f"{genre_class}.json"
+        chosen = {m: {genre_class: by_class[genre_class]} for m, by_class in document["chosen"].items()}
+        files[genre_class].write_text(json.dumps({**document, "chosen": chosen}))
+    assert load_tuned([files["dense"], files["sparse"]], synth_data, synth_teacher[0]) == document["chosen"]
+    students = tmp_path / "students"
+    flags = ["--teacher", str(synth_teacher[0]), "--genres", ",".join(GENRES), "--methods", "none", "--epochs", "2",
+             "--workers", "1", "--quiet"]
+    assert main(["distill", str(synth_data.path), *flags, "--out", str(students),
+                 "--tuned", f"{files['dense']},{files['sparse']}"]) == 0
+    for genre in GENRES:
+        recorded = read_json(students / slug(genre) / "none" / "seed0" / "config.json")["tuned"]
+        assert recorded == document["chosen"]["none"][_class_of(synth_data, genre)]
+    capsys.readouterr()
+    assert main(["distill", str(synth_data.path), *flags, "--out", str(tmp_path / "both"),
+                 "--tuned", f"{files['dense']},{out / 'tuned.json'}"]) == 1
+    first = min(document["chosen"])  # tuned.json is written with sorted keys: the first clash is the first name
+    assert capsys.readouterr().err.startswith(f"reckd: error: --tuned: {first!r} on dense is chosen by both "
+                                              f"{files['dense']} and {out / 'tuned.json'}; pass only one of them")
+    assert main(["distill", str(synth_data.path), *flags, "--out", str(tmp_path / "half"),
+                 "--tuned", str(files["dense"])]) == 1
+    assert "--tuned: expected tuned values for 'none' on sparse genres" in capsys.readouterr().err
+    assert not (tmp_path / "both").exists() and not (tmp_path / "half" / "Adventure").exists()
+    with pytest.raises(ReckdError, match="--tuned: expected one or more tuned.json files, found none"):
+        load_tuned([], synth_data, synth_teacher[0])
+
+
 def test_tuned_file_from_another_split_or_teacher_is_refused(tuned, synth_split, synth_data, synth_teacher,
                                                               tmp_path, capsys):
     out, document = tuned
