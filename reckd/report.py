@@ -198,8 +198,8 @@ def _significance(report: Report, run_dir: Path, baselines: Path | None, results
     """Paired two-sided Wilcoxon signed-rank tests over a genre's test ratings: each rating's squared
     error, averaged over the seeds both sides have, for every method against ``none``, against the
     classical reference with the best validation RMSE on that genre, and against the teacher (its own
-    predictions, recomputed from its checkpoint). A macro row pools its genres' ratings. Runs without
-    saved test predictions get no test (``None``)."""
+    predictions, recomputed from its checkpoint). A macro row pools its genres' ratings, each genre against
+    its own best classical reference. Runs without saved test predictions get no test (``None``)."""
     from reckd.data.split import load_split
     from reckd.train.loop import predict_rows
 
@@ -227,15 +227,17 @@ def _significance(report: Report, run_dir: Path, baselines: Path | None, results
             cache[genre, method, chosen] = np.mean([(r - ratings[genre]) ** 2 for r in runs], axis=0) if ok else None
         return cache[genre, method, chosen]
 
-    def test(genres: list[str], method: str, other: str) -> tuple[float, float] | None:
-        """(p-value, mean difference of squared errors method − other) over the genres' test ratings."""
+    def test(genres: list[str], method: str, other: str | dict[str, str]) -> tuple[float, float] | None:
+        """(p-value, mean difference of squared errors method − other) over the genres' test ratings;
+        ``other``: one column, or one per genre."""
         diffs = []
         for genre in genres:
-            mine, theirs = seeds.get((genre, method), set()), seeds.get((genre, other), set())
-            if other in report.methods:  # students: the seeds both have
+            them = other if isinstance(other, str) else other[genre]
+            mine, theirs = seeds.get((genre, method), set()), seeds.get((genre, them), set())
+            if them in report.methods:  # students: the seeds both have
                 mine = theirs = mine & theirs
             a = squared_error(genre, method, frozenset(mine)) if mine else None
-            b = squared_error(genre, other, frozenset(theirs)) if theirs else None
+            b = squared_error(genre, them, frozenset(theirs)) if theirs else None
             if a is None or b is None:
                 return None
             diffs.append(a - b)
@@ -257,11 +259,13 @@ def _significance(report: Report, run_dir: Path, baselines: Path | None, results
             if m != "none" and "none" in row.methods:
                 outcome = test(genres, m, "none")
                 cell.p_none = None if outcome is None else outcome[0]
-            if not macro and best.get(row.genre):
-                outcome = test(genres, m, best[row.genre])
+            against = {g: best.get(g) for g in genres}
+            if all(against.values()):
+                outcome = test(genres, m, against)
                 if outcome is not None:
-                    cell.classical, cell.p_classical = best[row.genre], outcome[0]
-                    cell.beats_classical = outcome[1] < 0
+                    names = set(against.values())
+                    cell.classical = names.pop() if len(names) == 1 else "best per genre"
+                    cell.p_classical, cell.beats_classical = outcome[0], outcome[1] < 0
             outcome = test(genres, m, TEACHER)
             if outcome is not None:
                 cell.p_teacher, cell.beats_teacher = outcome[0], outcome[1] < 0
