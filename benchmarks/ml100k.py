@@ -64,7 +64,7 @@ def main() -> None:
                              "trains with the values chosen for its method and genre class (as distill's --tuned)")
     args = parser.parse_args()
     root = Path(args.root)
-    out = Path(args.out) if args.out else root / ("students-tuned" if args.tuned else "students")
+    out = Path(args.out) if args.out else root / ("students-tuned" if args.tuned is not None else "students")
     started = time.perf_counter()
     device = resolve_device(args.device)
     data = readme_split(root, device)
@@ -73,8 +73,8 @@ def main() -> None:
     options = method_options(args.set) if args.set is not None else readme_student_options(methods)
     config = DistillConfig(genres=args.genres, methods=tuple(methods), options=options,
                            seeds=tuple(int(s) for s in args.seeds.split(",")))
-    if args.tuned:
-        config.tuned = load_tuned([Path(p) for p in args.tuned], data, teacher, config)
+    if args.tuned is not None:
+        config.tuned = load_tuned(args.tuned, data, teacher, config)
     distill(data, teacher, out, config, workers=args.workers)
     report = collect(out)
     teacher, methods = report.teacher, report.methods

@@ -81,7 +81,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     if args.tuned is not None:
         from reckd.train.tune import load_tuned
 
-        config.tuned = load_tuned([Path(p) for p in args.tuned], data, Path(args.teacher), config)
+        config.tuned = load_tuned(args.tuned, data, Path(args.teacher), config)
     results = distill(data, Path(args.teacher), Path(args.out), config, progress=not args.quiet,
                       workers=args.workers, retrain_changed=args.retrain_changed, world=world)
     if world is None or world.main:

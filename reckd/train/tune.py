@@ -162,7 +162,7 @@ def _spell(values: dict[str, object]) -> str:
     return ", ".join(f"{key}={value:g}" for key, value in values.items())
 
 
-def load_tuned(paths: Path | Sequence[Path], data: SplitData, teacher_dir: Path,
+def load_tuned(paths: str | Path | Sequence[str | Path], data: SplitData, teacher_dir: Path,
                config: DistillConfig | None = None) -> dict[str, dict[str, dict[str, object]]]:
     """The chosen values of one or more ``tuned.json`` (for ``DistillConfig.tuned``: ``{method: {class or
     genre: values}}``), each refused unless it was tuned on this very split and teacher: values chosen on
